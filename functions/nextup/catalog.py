@@ -1,0 +1,123 @@
+"""Renders the event catalog (`docs/EVENTS.md`) from the models in `nextup.events`.
+
+The document is generated, never edited by hand: a test fails when it and the models
+drift apart. Regenerate with ``nextup events docs > docs/EVENTS.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nextup.events import CATALOG, SEED_TYPES, EventType
+
+
+def _type_name(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        names = [_type_name(s, defs) for s in schema["anyOf"] if s.get("type") != "null"]
+        return " or ".join(names) or "null"
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    kind = schema.get("type", "any")
+    fmt = schema.get("format")
+    if kind == "array":
+        return f"array of {_type_name(schema.get('items', {}), defs)}"
+    if kind == "object" and "additionalProperties" in schema:
+        return f"map of {_type_name(schema['additionalProperties'], defs)}"
+    return f"{kind} ({fmt})" if fmt else kind
+
+
+def _constraints(schema: dict[str, Any]) -> str:
+    options = schema.get("anyOf", [schema])
+    parts = []
+    for option in options:
+        for key, label in (
+            ("pattern", "pattern"),
+            ("maxLength", "max length"),
+            ("minimum", "min"),
+            ("maximum", "max"),
+        ):
+            if key in option:
+                value = option[key]
+                parts.append(f"{label} `{value}`" if key == "pattern" else f"{label} {value}")
+    return ", ".join(parts)
+
+
+def _field_table(schema: dict[str, Any], defs: dict[str, Any]) -> list[str]:
+    properties = schema.get("properties", {})
+    if not properties:
+        return ["_Any JSON; nothing in it is read._", ""]
+    required = set(schema.get("required", []))
+    lines = ["| field | type | required | limits |", "| --- | --- | --- | --- |"]
+    for name, prop in properties.items():
+        lines.append(
+            f"| `{name}` | {_type_name(prop, defs)} | {'yes' if name in required else 'no'} "
+            f"| {_constraints(prop)} |"
+        )
+    return [*lines, ""]
+
+
+def _section(spec: EventType) -> list[str]:
+    schema = spec.model.model_json_schema()
+    defs = schema.get("$defs", {})
+    lines = [
+        f"## `{spec.type}`",
+        "",
+        spec.summary,
+        "",
+        f"- producer: {spec.producer}",
+        f"- consumers: {', '.join(spec.consumers)}",
+        f"- data model: `nextup.events.{spec.model.__name__}`",
+        "",
+        *_field_table(schema, defs),
+    ]
+    for name in sorted(defs):
+        lines += [f"`{name}`:", "", *_field_table(defs[name], defs)]
+    lines += ["Example `data`:", "", "```json", json.dumps(spec.example, indent=2), "```", ""]
+    return lines
+
+
+def render_markdown() -> str:
+    lines = [
+        "# Event catalog",
+        "",
+        "Every CloudEvent type nextup consumes or emits, with the model of its `data`.",
+        "Generated from `nextup.events` by `nextup events docs`; do not edit by hand.",
+        "",
+        "All events are CloudEvents 1.0, accepted in binary mode (`ce-*` headers) and",
+        "structured mode (`application/cloudevents+json`). Ids match "
+        "`[A-Za-z0-9_.:@-]{1,128}`; `data` is at most 256 KiB.",
+        "Datetimes are ISO 8601; a datetime without an offset is read in the task's",
+        "`timezone`, or UTC when it has none.",
+        "",
+        "| type | producer | consumers |",
+        "| --- | --- | --- |",
+    ]
+    lines += [
+        f"| [`{t.type}`](#{t.type.replace('.', '')}) | {t.producer} | {', '.join(t.consumers)} |"
+        for t in CATALOG.values()
+    ]
+    lines += [
+        "",
+        "## The seed's shape (and Dapr)",
+        "",
+        "Under any CloudEvent type, including Dapr's `com.dapr.event.sent`, data of the form",
+        '`{"event_type": ..., "task_id": ..., "user_id": ..., "payload": {"title", '
+        '"recurring_pattern", "recurring_end_date", "due_at"}}`',
+        "is accepted and mapped onto the canonical type; `recurring_pattern` becomes",
+        "`recurrence.rule` and `recurring_end_date` becomes `recurrence.until`. Integer task",
+        "ids are accepted as strings. A Dapr envelope posted as the data of another",
+        "CloudEvent is unwrapped once.",
+        "",
+        "| `event_type` | canonical type |",
+        "| --- | --- |",
+        *[f"| `{seed}` | `{canonical}` |" for seed, canonical in SEED_TYPES.items()],
+        "",
+    ]
+    for spec in CATALOG.values():
+        lines += _section(spec)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,57 @@
+"""Configuration from the environment (prefix ``NEXTUP_``), read once per process.
+
+`K_SINK` is Knative's own name for where a function sends what it emits (set by a
+SinkBinding or `func`); `NEXTUP_SINK` is accepted too, for OpenFaaS and local runs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_STORE_URL = "sqlite:///.nextup/state.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEXTUP_", extra="ignore")
+
+    store_url: str = DEFAULT_STORE_URL
+    # Reminder delivery.
+    smtp_url: str | None = None
+    smtp_from: str = "nextup <reminders@nextup.local>"
+    smtp_password: SecretStr | None = None
+    webhook_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    message_domain: str = "nextup.local"
+    # The todo app's own API (the seed's `backend` Dapr app id).
+    backend_url: str | None = None
+    # Where emitted events go; without it the one emitted event is the HTTP reply.
+    sink: str | None = Field(default=None, validation_alias=AliasChoices("K_SINK", "NEXTUP_SINK"))
+    source: str | None = None
+    # Exactly-once bookkeeping.
+    receipt_ttl: timedelta = timedelta(days=7)
+    reminder_lease: timedelta = timedelta(minutes=2)
+    sweep_limit: int = Field(default=500, ge=1, le=10_000)
+    # Dependencies: one retry budget per event, and a breaker per dependency.
+    retry_budget: float = Field(default=8.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_recovery: float = Field(default=15.0, gt=0)
+    # Running behind a Dapr sidecar, like the seed's services.
+    dapr_pubsub: str = "kafka-pubsub"
+    dapr_topic: str | None = None
+    log_level: str = "INFO"
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings()

@@ -1,0 +1,225 @@
+"""CloudEvents 1.0 over HTTP: parse either content mode, build and serialise replies.
+
+Parsing is the cloudevents SDK's, wrapped so that every way a request can fail to be a
+CloudEvent becomes a 4xx naming the attribute at fault (the SDK's own exceptions are
+not fit for a client, and it silently invents `id` and `time` when they are missing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.conversion import to_binary as _sdk_to_binary
+from cloudevents.conversion import to_structured as _sdk_to_structured
+from cloudevents.exceptions import GenericException
+from cloudevents.http import CloudEvent, from_http
+
+from nextup.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+__all__ = [
+    "MAX_BODY",
+    "CloudEvent",
+    "derived_id",
+    "event_key",
+    "event_time",
+    "make_event",
+    "parse_http",
+    "to_binary",
+    "to_structured",
+]
+
+# The data limit is 256 KiB; a structured body carries the attributes too.
+MAX_DATA = 256 * 1024
+MAX_BODY = MAX_DATA + 16 * 1024
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+REQUIRED = ("id", "source", "type")
+# Attribute value limits: generous for real producers, small enough that keys built from
+# them (idempotency records, log lines) stay bounded.
+MAX_ATTRIBUTE = {"id": 256, "source": 1024, "type": 256, "subject": 1024}
+MAX_EXTENSION_VALUE = 2048
+MAX_EXTENSIONS = 32
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")
+# Attributes carried from an event into everything emitted because of it (W3C trace context).
+TRACE_ATTRIBUTES = ("traceparent", "tracestate")
+
+
+def _json_media(content_type: str | None) -> bool:
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
+def _check_attributes(attributes: Mapping[str, Any]) -> None:
+    spec = attributes.get("specversion")
+    if spec is None:
+        raise BadRequest("not a CloudEvent: specversion is missing", field="specversion")
+    if spec != "1.0":
+        raise BadRequest(
+            f"unsupported CloudEvents specversion {str(spec)[:16]!r}: only 1.0", field="specversion"
+        )
+    for name in REQUIRED:
+        value = attributes.get(name)
+        if not isinstance(value, str) or not value:
+            raise BadRequest(f"CloudEvent attribute {name!r} is missing or empty", field=name)
+    extensions = 0
+    for name, value in attributes.items():
+        if name in ("data", "data_base64"):
+            continue
+        if not _ATTRIBUTE_NAME.fullmatch(name):
+            raise BadRequest(f"invalid CloudEvent attribute name {name[:32]!r}", field=name[:32])
+        limit = MAX_ATTRIBUTE.get(name, MAX_EXTENSION_VALUE)
+        if isinstance(value, str) and len(value) > limit:
+            raise BadRequest(
+                f"CloudEvent attribute {name!r} is longer than {limit} characters", field=name
+            )
+        if name not in (
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "datacontenttype",
+            "dataschema",
+            "subject",
+            "time",
+        ):
+            extensions += 1
+    if extensions > MAX_EXTENSIONS:
+        raise BadRequest(
+            f"more than {MAX_EXTENSIONS} CloudEvent extension attributes", field="extensions"
+        )
+    time = attributes.get("time")
+    if time is not None:
+        try:
+            datetime.fromisoformat(str(time).replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(
+                "CloudEvent attribute 'time' is not an RFC 3339 timestamp", field="time"
+            ) from None
+
+
+def parse_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """The CloudEvent in an HTTP request, binary or structured mode.
+
+    Raises BadRequest (400), PayloadTooLarge (413) or UnsupportedMediaType (415).
+    """
+    if len(body) > MAX_BODY:
+        raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes", field="data")
+    lowered = {k.lower(): v for k, v in headers.items()}
+    content_type = lowered.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == BATCH:
+        raise UnsupportedMediaType(
+            "batched CloudEvents are not supported: send one event per request"
+        )
+    if "ce-specversion" in lowered:
+        attributes = {k[3:]: v for k, v in lowered.items() if k.startswith("ce-")}
+        _check_attributes(attributes)
+        # Non-JSON data is kept as bytes; `events.decode` refuses it where an object is needed.
+        if body and _json_media(content_type):
+            try:
+                json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest("event data is not valid JSON", field="data") from None
+    elif media == STRUCTURED or media in ("application/json", ""):
+        # Plain application/json is accepted when the body is a structured envelope:
+        # hand-written producers (curl, scripts) often send it that way.
+        try:
+            envelope = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            if media == STRUCTURED:
+                raise BadRequest("structured CloudEvent body is not valid JSON") from None
+            envelope = None
+        if not isinstance(envelope, dict) or "specversion" not in envelope:
+            raise BadRequest(
+                "not a CloudEvent: send ce-* headers (binary mode) or an "
+                f"{STRUCTURED} body (structured mode)",
+                field="specversion",
+            )
+        _check_attributes(envelope)
+        if media != STRUCTURED:
+            lowered["content-type"] = STRUCTURED
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported content type {media[:64]!r}: use binary mode (ce-* headers) "
+            f"or {STRUCTURED}",
+            field="content-type",
+        )
+    try:
+        event = from_http(lowered, body)
+    except (GenericException, ValueError, TypeError, KeyError) as exc:
+        raise BadRequest(f"not a valid CloudEvent: {str(exc)[:200]}") from None
+    if isinstance(event.data, (bytes, bytearray)) and len(event.data) > MAX_DATA:
+        raise PayloadTooLarge(f"event data is larger than {MAX_DATA} bytes", field="data")
+    return event
+
+
+def event_time(event: CloudEvent) -> datetime | None:
+    """The event's `time` attribute as an aware datetime, if it has a readable one."""
+    raw = event.get("time")
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def event_key(event: CloudEvent) -> str:
+    """The deduplication key of an event: CloudEvents identity is `source` + `id`."""
+    return hashlib.sha256(f"{event['source']}\0{event['id']}".encode()).hexdigest()[:40]
+
+
+def derived_id(cause: CloudEvent, purpose: str) -> str:
+    """A stable id for an event emitted because of `cause`: a redelivery emits the same id."""
+    return hashlib.sha256(f"{event_key(cause)}\0{purpose}".encode()).hexdigest()[:32]
+
+
+def make_event(
+    type_: str,
+    source: str,
+    data: Any,
+    *,
+    id_: str,
+    cause: CloudEvent | None = None,
+    subject: str | None = None,
+    partition_key: str | None = None,
+    time: datetime | None = None,
+) -> CloudEvent:
+    """A JSON CloudEvent, carrying `cause`'s trace context."""
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": id_,
+        "source": source,
+        "type": type_,
+        "datacontenttype": "application/json",
+        "time": (time or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+    }
+    if subject:
+        attributes["subject"] = subject
+    if partition_key:
+        attributes["partitionkey"] = partition_key
+    if cause is not None:
+        for name in TRACE_ATTRIBUTES:
+            if cause.get(name):
+                attributes[name] = cause[name]
+    return CloudEvent(attributes, data)
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    return _sdk_to_binary(event, data_marshaller=_dumps)
+
+
+def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    return _sdk_to_structured(event)

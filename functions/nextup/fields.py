@@ -1,0 +1,167 @@
+"""Bounded field types shared by event data and stored tasks.
+
+Everything here is controlled by whoever posts an event, so every type has a size limit
+and a message that names what is wrong. Models ignore unknown fields (producers may send
+more than we read) but never store them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from nextup.recurrence import Mode, parse_rule
+
+ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+MAX_TITLE = 500
+MAX_RULE = 2048
+MAX_URL = 2048
+MAX_EMAIL = 254
+MAX_COUNT = 100_000
+MAX_REMINDER_LEAD = timedelta(days=366)
+# Dates outside this window are a producer's bug, not a plan: refusing them keeps the
+# recurrence engine and DynamoDB sort keys away from year-1 and year-9999 edge cases.
+MIN_YEAR, MAX_YEAR = 1900, 2200
+
+
+def _coerce_id(value: Any) -> Any:
+    # The seed's producers send integer task ids.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_coerce_id), StringConstraints(pattern=ID_PATTERN)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TITLE)]
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone called `name`, or ValueError with a message fit for a client."""
+    if len(name) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", name):
+        raise ValueError(f"not an IANA time zone name: {name[:64]!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone: {name!r}") from None
+
+
+def _check_zone(name: str) -> str:
+    zone(name)
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_zone)]
+
+
+def _check_year(value: datetime) -> datetime:
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+# Naive datetimes are allowed here and resolved by the model that knows the task's zone
+# (see `localize`): producers like the seed's send naive UTC timestamps.
+Timestamp = Annotated[datetime, AfterValidator(_check_year)]
+
+
+def localize(value: datetime | None, tz: tzinfo | None) -> datetime | None:
+    """Attach `tz` (default UTC) to a naive datetime; aware ones are kept as they are."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=tz or UTC)
+
+
+# Deliberately simple: one @, a dotted domain, and nothing that could break a mail header.
+_EMAIL = re.compile(r"[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+\.[A-Za-z0-9-]+")
+
+
+def _check_email(value: str) -> str:
+    if len(value) > MAX_EMAIL or not _EMAIL.fullmatch(value):
+        raise ValueError("not a valid e-mail address")
+    return value
+
+
+def _check_url(value: str) -> str:
+    if len(value) > MAX_URL or not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_check_email)]
+WebhookUrl = Annotated[str, AfterValidator(_check_url)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=MAX_URL)
+
+
+class RecurrenceSpec(Model):
+    """An RFC 5545 RRULE (or friendly form) and how it repeats."""
+
+    rule: Annotated[str, StringConstraints(min_length=1, max_length=MAX_RULE)]
+    mode: Mode = Mode.SCHEDULE
+    until: Timestamp | None = None
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = None
+
+    @field_validator("rule")
+    @classmethod
+    def _valid_rule(cls, rule: str) -> str:
+        parse_rule(rule)
+        return rule
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _date_until(cls, value: Any) -> Any:
+        # A bare date means "through the end of that day", like the seed's recurring_end_date.
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            value = date.fromisoformat(value)
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime.combine(value, time(23, 59, 59))
+        return value
+
+
+def _check_lead(value: timedelta) -> timedelta:
+    if not timedelta(0) <= value <= MAX_REMINDER_LEAD:
+        raise ValueError("must be between PT0S and P366D")
+    return value
+
+
+class ReminderSpec(Model):
+    """When to remind, relative to the task's due time (ISO 8601 duration, e.g. PT15M)."""
+
+    before: Annotated[timedelta, AfterValidator(_check_lead)] = timedelta(0)
+
+
+class NotifySpec(Model):
+    """Where reminders go: e-mail, webhook, or both."""
+
+    email: Email | None = None
+    webhook: WebhookUrl | None = None
+
+
+class TaskFields(Model):
+    """The fields a producer may set on a task; all optional so updates can be partial."""
+
+    title: Title | None = None
+    due_at: Timestamp | None = None
+    timezone: TimeZoneName | None = None
+    recurrence: RecurrenceSpec | None = None
+    reminder: ReminderSpec | None = None
+    notify: NotifySpec | None = None
+
+    def zone(self) -> tzinfo | None:
+        return zone(self.timezone) if self.timezone else None

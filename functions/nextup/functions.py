@@ -1,0 +1,61 @@
+"""The four functions: what each consumes and emits, its handler and its dependencies.
+
+`functions/<name>/main.py` binds one of these to functions-framework; the eventing
+manifests and the local runtime read the same declarations.
+"""
+
+from __future__ import annotations
+
+from nextup.events import (
+    HEALTH_PROBE,
+    HEALTH_REPORTED,
+    OCCURRENCE_REQUESTED,
+    PING,
+    REMINDER_DUE,
+    REMINDER_SENT,
+    TASK_COMPLETED,
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_SCHEDULED,
+    TASK_UPDATED,
+)
+from nextup.handlers import complete_task, health, schedule_next, send_reminder
+from nextup.runtime import Function
+
+COMPLETE_TASK = Function(
+    name="complete-task",
+    consumes=frozenset({TASK_COMPLETED}),
+    emits=frozenset({OCCURRENCE_REQUESTED}),
+    handler=complete_task.handle,
+    dependencies=("store",),
+    dapr_topic="task-events",
+)
+SCHEDULE_NEXT = Function(
+    name="schedule-next",
+    consumes=frozenset({TASK_CREATED, TASK_UPDATED, TASK_DELETED, OCCURRENCE_REQUESTED}),
+    emits=frozenset({TASK_SCHEDULED}),
+    handler=schedule_next.handle,
+    dependencies=("store", "backend"),
+    dapr_topic="task-events",
+)
+SEND_REMINDER = Function(
+    name="send-reminder",
+    consumes=frozenset({PING, REMINDER_DUE}),
+    emits=frozenset({REMINDER_SENT}),
+    handler=send_reminder.handle,
+    dependencies=("store", "smtp", "sink", "backend"),
+    dapr_topic="reminders",
+    ticks=True,
+)
+HEALTH = Function(
+    name="health",
+    consumes=frozenset({HEALTH_PROBE, PING}),
+    emits=frozenset({HEALTH_REPORTED}),
+    handler=health.handle,
+    dependencies=(),
+    dapr_topic="health",
+    ticks=True,
+    report=True,
+)
+
+ALL = {f.name: f for f in (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)}

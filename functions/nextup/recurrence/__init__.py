@@ -1,0 +1,55 @@
+"""Next occurrences of RFC 5545 recurrence rules, at a cost independent of a series' age.
+
+Public API::
+
+    next_occurrence(rule, dtstart, after) -> datetime | None
+    parse_rule(rule) -> Rule          # validated, compiled, cached by text
+    next_due(rule, *, series_start, due_at, completed_at, mode, until=None, count=None,
+             index=0) -> datetime | None
+    Mode                              # SCHEDULE | COMPLETION
+    RuleError                         # ValueError with a message fit for an API error
+
+Semantics are python-dateutil's: for every rule accepted, ``next_occurrence`` returns the
+same instant as ``rrulestr(rule, dtstart=dtstart).after(after)`` (``after`` compared as
+an instant), returned in dtstart's zone and normalised (a wall time in a DST gap comes
+back as the real instant). Like dateutil, series step in wall-clock time, so a daily
+09:00 stays at 09:00 across DST changes; a wall time in a gap reads with the offset from
+before the gap, an ambiguous one as its first occurrence (RFC 5545 3.3.5).
+
+Rules are normalised before dateutil sees them:
+
+* UNTIL: a value ending in Z is UTC; a floating date-time is read in dtstart's zone; a
+  bare date means the end of that day (23:59:59, inclusive) in dtstart's zone; all are
+  converted to UTC, which dateutil requires with an aware DTSTART.
+* EXDATE/RDATE: floating values are read in dtstart's zone, ``TZID=`` in the named zone,
+  bare dates as midnight (like dateutil's parser).
+* WKST defaults to MO (dateutil's default follows ``calendar.firstweekday()``).
+
+Refused with `RuleError`, in well under 10 ms: malformed or unknown parts, duplicated
+parts, out-of-range values, what RFC 5545 forbids (BYWEEKNO outside YEARLY, ordinal BYDAY
+outside MONTHLY/YEARLY, COUNT with UNTIL, ...), FREQ=SECONDLY, BYEASTER, EXRULE, DTSTART
+inside the rule, BYDAY mixing plain and ordinal days (dateutil intersects them), and every
+rule that can never occur, including those that only never occur from a given start
+(``FREQ=YEARLY;INTERVAL=4;BYMONTH=2;BYMONTHDAY=29`` from 2021). Sizes are bounded (see
+`limits`).
+
+How it is fast (the modules, in the order a call uses them):
+
+* `syntax` parses and validates the text; `feasibility` proves the rule can occur.
+* `pattern` writes out every default dateutil would derive from DTSTART, so a series can
+  be restarted from any later period start in phase with its interval and yield the same
+  occurrences (`timeline` numbers the periods).
+* `search` picks that restart point (the *anchor*) just before ``after``, and
+  `engines` count the occurrences before it for COUNT, by arithmetic for patterns that
+  repeat weekly and by memoised per-year plans for calendar patterns (`expand` says which
+  days a period keeps). dateutil then generates from the anchor in count-limited batches
+  and the first occurrence after ``after`` is returned.
+"""
+
+from nextup.recurrence.due import Mode, next_due
+from nextup.recurrence.errors import RuleError
+from nextup.recurrence.model import Rule
+from nextup.recurrence.search import next_occurrence
+from nextup.recurrence.syntax import parse_rule
+
+__all__ = ["Mode", "Rule", "RuleError", "next_due", "next_occurrence", "parse_rule"]

@@ -1,0 +1,221 @@
+"""The dependencies a function talks to, opened lazily once per process.
+
+Every call goes through `resilience.call`: retries inside the event's time budget and a
+circuit breaker per dependency, so a handler only ever sees success, a client error, or
+`Unavailable` (503: the broker redelivers later). Nothing is opened at import time:
+a cold start pays only for what the first event needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+
+from nextup import backend, emit, notify
+from nextup.config import Settings
+from nextup.envelope import CloudEvent
+from nextup.errors import Unavailable
+from nextup.events import Check
+from nextup.resilience import CircuitBreaker, RetryPolicy, call
+
+T = TypeVar("T")
+CHECK_TIMEOUT = 2.0
+
+
+class Services:
+    def __init__(self, settings: Settings, function: str) -> None:
+        self.settings = settings
+        self.function = function
+        self.source = settings.source or f"/nextup/{function}"
+        self.policy = RetryPolicy(budget=settings.retry_budget)
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._store = None
+        self._http: httpx.AsyncClient | None = None
+        self._mailer: notify.Mailer | None = None
+
+    # Plumbing
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        if name not in self._breakers:
+            self._breakers[name] = CircuitBreaker(
+                name,
+                failure_threshold=self.settings.breaker_failures,
+                recovery_timeout=self.settings.breaker_recovery,
+            )
+        return self._breakers[name]
+
+    async def _guarded(
+        self, name: str, operation: Callable[[], Awaitable[T]], transient: tuple
+    ) -> T:
+        return await call(
+            operation, breaker=self.breaker(name), policy=self.policy, transient=transient
+        )
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        return self._http
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    # Store
+
+    @property
+    def store(self):
+        if self._store is None:
+            from nextup.store import open_store
+
+            self._store = open_store(self.settings.store_url)
+        return self._store
+
+    async def db(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call in a thread, with retries and the store's breaker."""
+        from nextup.store import StoreUnavailable
+
+        def run() -> Awaitable[T]:
+            return asyncio.to_thread(functools.partial(method, *args, **kwargs))
+
+        return await self._guarded("store", run, (StoreUnavailable,))
+
+    # Mail, webhooks, sink, backend
+
+    @property
+    def mailer(self) -> notify.Mailer | None:
+        if self._mailer is None and self.settings.smtp_url:
+            password = self.settings.smtp_password
+            self._mailer = notify.Mailer(
+                notify.SmtpConfig.from_url(
+                    self.settings.smtp_url,
+                    sender=self.settings.smtp_from,
+                    password=password.get_secret_value() if password else None,
+                )
+            )
+        return self._mailer
+
+    async def mail(self, to: str, message: notify.Message) -> None:
+        mailer = self.mailer
+        if mailer is None:
+            raise Unavailable("no SMTP server configured (NEXTUP_SMTP_URL)", field="smtp")
+        await self._guarded(
+            "smtp", lambda: asyncio.to_thread(mailer.send, to, message), notify.Mailer.TRANSIENT
+        )
+
+    async def webhook(self, url: str, message: notify.Message) -> None:
+        await notify.WebhookPolicy(self.settings.webhook_allow).check(url)
+        await self._guarded(
+            "webhook", lambda: notify.post_webhook(self.http, url, message), (Unavailable,)
+        )
+
+    async def emit(self, event: CloudEvent) -> None:
+        sink = self.settings.sink
+        if sink is None:
+            raise RuntimeError("emit() needs a sink; without one the event is the reply")
+        await self._guarded(
+            "sink", lambda: emit.post(self.http, sink, event, timeout=5.0), (Unavailable,)
+        )
+
+    async def backend_create_task(self, task: dict[str, Any], *, idempotency_key: str) -> None:
+        base = self.settings.backend_url
+        if base:
+            await self._guarded(
+                "backend",
+                lambda: backend.create_task(
+                    self.http, base, task, idempotency_key=idempotency_key, timeout=5.0
+                ),
+                (Unavailable,),
+            )
+
+    async def backend_user_email(self, user_id: str) -> str | None:
+        base = self.settings.backend_url
+        if not base:
+            return None
+        return await self._guarded(
+            "backend",
+            lambda: backend.user_email(self.http, base, user_id, timeout=5.0),
+            (Unavailable,),
+        )
+
+    # Health
+
+    def configured(self) -> tuple[str, ...]:
+        """Every dependency of the function set that this process is configured to use."""
+        settings = self.settings
+        present = {
+            "store": True,
+            "smtp": bool(settings.smtp_url),
+            "sink": bool(settings.sink),
+            "backend": bool(settings.backend_url),
+        }
+        return tuple(name for name, used in present.items() if used)
+
+    def checks(self, dependencies: tuple[str, ...]) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The readiness probes of the dependencies this function uses."""
+        probes: dict[str, Callable[[], Awaitable[None]]] = {}
+        for name in dependencies:
+            if name == "store":
+                probes[name] = lambda: asyncio.to_thread(self.store.ping)
+            elif name == "smtp":
+                probes[name] = self._check_smtp
+            elif name == "sink":
+                probes[name] = self._check_sink
+            elif name == "backend" and self.settings.backend_url:
+                probes[name] = self._check_backend
+        return probes
+
+    async def _check_smtp(self) -> None:
+        mailer = self.mailer
+        if mailer is None:
+            raise Unavailable("NEXTUP_SMTP_URL is not set", field="smtp")
+        await asyncio.to_thread(mailer.ping)
+
+    async def _check_sink(self) -> None:
+        if not self.settings.sink:
+            raise Unavailable(
+                "K_SINK is not set: this function may emit several events per delivery and "
+                "can only reply with one",
+                field="sink",
+            )
+        await emit.ping(self.http, self.settings.sink, timeout=CHECK_TIMEOUT)
+
+    async def _check_backend(self) -> None:
+        try:
+            await self.http.get(self.settings.backend_url, timeout=CHECK_TIMEOUT)
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"backend unreachable: {type(exc).__name__}", field="backend"
+            ) from exc
+
+    async def run_checks(self, dependencies: tuple[str, ...]) -> dict[str, Check]:
+        """Every probe at once, each within CHECK_TIMEOUT; a failure names its cause."""
+
+        async def one(probe: Callable[[], Awaitable[None]]) -> Check:
+            start = time.perf_counter()
+            try:
+                await asyncio.wait_for(probe(), CHECK_TIMEOUT)
+            except Exception as exc:
+                error = getattr(exc, "error", None) or str(exc) or type(exc).__name__
+                return Check(ok=False, latency_ms=_ms(start), error=error[:300])
+            return Check(ok=True, latency_ms=_ms(start))
+
+        probes = self.checks(dependencies)
+        results = await asyncio.gather(*(one(p) for p in probes.values()))
+        return dict(zip(probes, results, strict=True))
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        if self._store is not None:
+            self._store.close()
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)

@@ -1,0 +1,53 @@
+"""What the store raises, each an `EventError` so a handler can let it escape.
+
+The HTTP status decides what the broker does with the event: Knative retries 5xx and 409
+and dead-letters most other 4xx. So a transient fault is a 503 (retry later), a lost
+compare-and-set a 409 (retry now: the handler re-reads and re-applies), and touching
+another user's task a 403 (never retried).
+"""
+
+from __future__ import annotations
+
+from nextup.errors import BadRequest, EventError, Forbidden, Unavailable
+
+
+class StoreError(EventError):
+    """The store failed in a way retrying will not fix (bad schema, denied access ...)."""
+
+    status = 500
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The store cannot answer now: unreachable, throttling, busy, or not initialised.
+
+    Its `field` names the dependency (``store``), like the other Unavailable errors.
+    """
+
+    status = 503
+
+    def __init__(self, error: str, field: str | None = "store", retry_after: float = 1.0) -> None:
+        super().__init__(error, field, retry_after)
+
+
+class Conflict(StoreError):
+    """A compare-and-set lost: the item changed since it was read."""
+
+    status = 409
+
+
+class OwnedByOther(StoreError, Forbidden):
+    """The task id belongs to another user. The message never says which one."""
+
+    status = 403
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id!r} belongs to another user", field="data.task_id")
+
+
+class InvalidCursor(StoreError, BadRequest, ValueError):
+    """A page cursor this store did not hand out (or for another query)."""
+
+    status = 400
+
+    def __init__(self, detail: str = "not a cursor from this store") -> None:
+        super().__init__(f"invalid cursor: {detail}", field="cursor")

@@ -1,0 +1,243 @@
+"""The embedded backend: one SQLite file, for a laptop and tests.
+
+One connection per thread (callers run the store from worker threads), WAL so readers
+never wait for the writer, and a busy timeout after which a locked database is reported
+as StoreUnavailable, i.e. "retry later". Every conditional write is a single statement,
+which SQLite runs atomically, so compare-and-set holds across threads and processes.
+
+Connections open the file read-write but never create it: only `init` does, so a store
+that was never initialised says so instead of silently starting empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from nextup.store.errors import InvalidCursor, StoreError, StoreUnavailable
+from nextup.store.items import Item, decode_cursor, encode_cursor, url_options
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    pk TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    data TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    due TEXT,
+    expires_at INTEGER,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_due ON items (due, pk, sk) WHERE due IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_expires ON items (expires_at) WHERE expires_at IS NOT NULL;
+"""
+COLUMNS = "pk, sk, data, version, due, expires_at"
+DEFAULT_TIMEOUT = 5.0
+# Primary result codes (https://sqlite.org/rescode.html).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN = 5, 6, 14
+
+
+def _row(row: tuple) -> Item:
+    pk, sk, data, version, due, expires_at = row
+    return Item(pk, sk, json.loads(data), version, due=due, expires_at=expires_at)
+
+
+def _prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string starting with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class SqliteBackend:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = Path(path).absolute()
+        self.timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._generation = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteBackend:
+        """``sqlite:///relative.db``, ``sqlite:////absolute.db``, option ``?timeout=5``."""
+        parts = urlsplit(url)
+        if parts.netloc or len(parts.path) < 2 or parts.fragment:
+            raise ValueError(f"not a SQLite store URL: {url!r} (use sqlite:///path/to/state.db)")
+        path = parts.path[1:]
+        if path == ":memory:" or path.startswith("file:"):
+            raise ValueError("the SQLite store needs a file: connections are per thread")
+        options = url_options(parts.query, {"timeout"}, "SQLite")
+        timeout = DEFAULT_TIMEOUT
+        if "timeout" in options:
+            try:
+                timeout = float(options["timeout"])
+            except ValueError:
+                raise ValueError("timeout must be a number of seconds") from None
+            if not 0 <= timeout <= 600:
+                raise ValueError("timeout must be between 0 and 600 seconds")
+        return cls(path, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({str(self.path)!r})"
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _open(self, *, create: bool) -> sqlite3.Connection:
+        uri = f"{self.path.as_uri()}?mode={'rwc' if create else 'rw'}"
+        # isolation_level=None: autocommit, each statement is its own atomic transaction.
+        return sqlite3.connect(
+            uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (a forked child or a closed store opens a new one)."""
+        local = self._local
+        key = (os.getpid(), self._generation)
+        if getattr(local, "key", None) == key:
+            return local.conn
+        conn = self._open(create=False)
+        with self._lock:
+            self._connections.append(conn)
+        local.conn, local.key = conn, key
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as the store's: locked and not-initialised are transient."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+            message = str(exc)
+            if code in (SQLITE_BUSY, SQLITE_LOCKED) or "locked" in message:
+                raise StoreUnavailable(f"SQLite store {self.path} is busy: {message}") from exc
+            if code == SQLITE_CANTOPEN or "no such table" in message:
+                raise StoreUnavailable(
+                    f"SQLite store {self.path} is not initialised: run `nextup store init`"
+                ) from exc
+            raise StoreError(f"SQLite store {self.path}: {message}") from exc
+
+    # -- Backend -------------------------------------------------------------------------
+
+    def init(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        with self._errors():
+            conn = self._open(create=True)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            finally:
+                conn.close()
+
+    def ping(self) -> None:
+        with self._errors():
+            self._conn().execute("SELECT 1 FROM items LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._generation += 1
+        for conn in connections:
+            conn.close()
+
+    def get(self, pk: str, sk: str) -> Item | None:
+        with self._errors():
+            row = (
+                self._conn()
+                .execute(f"SELECT {COLUMNS} FROM items WHERE pk = ? AND sk = ?", (pk, sk))
+                .fetchone()
+            )
+        return None if row is None else _row(row)
+
+    def put(self, item: Item, *, expect_version: int | None) -> bool:
+        values = (
+            item.pk,
+            item.sk,
+            json.dumps(item.data, separators=(",", ":")),
+            item.version,
+            item.due,
+            item.expires_at,
+        )
+        if expect_version is None:
+            sql = (
+                f"INSERT INTO items ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pk, sk) "
+                "DO UPDATE SET data = excluded.data, version = excluded.version, "
+                "due = excluded.due, expires_at = excluded.expires_at"
+            )
+            params: tuple = values
+        elif expect_version == 0:
+            sql = f"INSERT INTO items ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            params = values
+        else:
+            sql = (
+                "UPDATE items SET data = ?, version = ?, due = ?, expires_at = ? "
+                "WHERE pk = ? AND sk = ? AND version = ?"
+            )
+            params = (*values[2:], item.pk, item.sk, expect_version)
+        with self._errors():
+            return self._conn().execute(sql, params).rowcount == 1
+
+    def delete(self, pk: str, sk: str) -> None:
+        with self._errors():
+            self._conn().execute("DELETE FROM items WHERE pk = ? AND sk = ?", (pk, sk))
+
+    def purge_expired(self, before: int) -> int:
+        with self._errors():
+            return (
+                self._conn()
+                .execute(
+                    "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?", (before,)
+                )
+                .rowcount
+            )
+
+    def query(
+        self, pk: str, sk_prefix: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[Item], str | None]:
+        after = sk_prefix
+        if cursor is not None:
+            after = decode_cursor(cursor)
+            if not isinstance(after, str) or not after.startswith(sk_prefix):
+                raise InvalidCursor("not from this query")
+        sql = (
+            f"SELECT {COLUMNS} FROM items WHERE pk = ? AND sk >= ? AND sk < ? "
+            + ("AND sk > ? " if cursor is not None else "")
+            + "ORDER BY sk LIMIT ?"
+        )
+        params: tuple = (pk, sk_prefix, _prefix_end(sk_prefix))
+        params += (after, limit + 1) if cursor is not None else (limit + 1,)
+        with self._errors():
+            rows = self._conn().execute(sql, params).fetchall()
+        items = [_row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return items, encode_cursor(items[-1].sk) if more else None
+
+    def query_due(
+        self, until: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[Item], str | None]:
+        sql = f"SELECT {COLUMNS} FROM items WHERE due IS NOT NULL AND due <= ? "
+        params: tuple = (until,)
+        if cursor is not None:
+            position = decode_cursor(cursor)
+            if not (isinstance(position, list) and len(position) == 3):
+                raise InvalidCursor("not from a due query")
+            sql += "AND (due, pk, sk) > (?, ?, ?) "
+            params += tuple(position)
+        sql += "ORDER BY due, pk, sk LIMIT ?"
+        params += (limit + 1,)
+        with self._errors():
+            rows = self._conn().execute(sql, params).fetchall()
+        items = [_row(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return items, None
+        last = items[-1]
+        return items, encode_cursor([last.due, last.pk, last.sk])

@@ -1,0 +1,254 @@
+"""Tasks and how they change: pure state transitions, no I/O.
+
+A task moves ``open -> completed`` or ``open -> deleted`` and never back. Every transition
+records the event that caused it (``completed_by`` ...), so a redelivered event can be told
+from a second, different event and answered with the same reply as the first delivery.
+
+Recurring tasks form a series: each occurrence keeps the series' root id and start, and
+the next occurrence gets a deterministic id derived from them, so creating it is a
+put-if-absent that happens once however often it is requested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, tzinfo
+from enum import StrEnum
+from typing import NamedTuple
+
+from pydantic import Field
+
+from nextup.events import OccurrenceRequested
+from nextup.fields import (
+    Id,
+    Model,
+    NotifySpec,
+    RecurrenceSpec,
+    ReminderSpec,
+    TaskFields,
+    localize,
+    zone,
+)
+from nextup.recurrence import next_due
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    COMPLETED = "completed"
+    DELETED = "deleted"
+
+
+class Task(Model):
+    """A task as stored: the producer's fields plus series and transition bookkeeping."""
+
+    user_id: Id
+    task_id: Id
+    title: str = ""
+    status: TaskStatus = TaskStatus.OPEN
+    due_at: datetime | None = None
+    timezone: str | None = None
+    recurrence: RecurrenceSpec | None = None
+    reminder: ReminderSpec | None = None
+    notify: NotifySpec | None = None
+    parent_task_id: Id | None = None
+    # The first task of a recurring series; its id and due time anchor every occurrence.
+    series_id: Id
+    series_start: datetime | None = None
+    occurrence: int = Field(default=0, ge=0)
+    completed_at: datetime | None = None
+    # Keys (`nextup.envelope.event_key`) of the events behind each transition.
+    created_by: str | None = None
+    updated_by: str | None = None
+    completed_by: str | None = None
+    deleted_by: str | None = None
+    # Optimistic concurrency: the store bumps it on every write and refuses stale ones.
+    version: int = Field(default=0, ge=0)
+
+    def zone(self) -> tzinfo:
+        """The zone recurrence runs in: the named zone, else due_at's own offset, else UTC."""
+        if self.timezone:
+            return zone(self.timezone)
+        if self.due_at is not None and self.due_at.tzinfo is not None:
+            return self.due_at.tzinfo
+        return UTC
+
+    @property
+    def is_recurring(self) -> bool:
+        return self.recurrence is not None
+
+
+_FIELD_NAMES = tuple(TaskFields.model_fields)
+
+
+def _resolved(fields: TaskFields, tz: tzinfo | None) -> dict:
+    """The producer's fields with naive datetimes placed in the task's zone."""
+    values = {
+        name: getattr(fields, name) for name in _FIELD_NAMES if name in fields.model_fields_set
+    }
+    if "due_at" in values:
+        values["due_at"] = localize(values["due_at"], tz)
+    if values.get("recurrence") is not None and values["recurrence"].until is not None:
+        values["recurrence"] = values["recurrence"].model_copy(
+            update={"until": localize(values["recurrence"].until, tz)}
+        )
+    return values
+
+
+def register(
+    user_id: str,
+    task_id: str,
+    fields: TaskFields,
+    *,
+    event_key: str,
+    parent_task_id: str | None = None,
+) -> Task:
+    """A new open task from a producer's event; it starts its own series."""
+    values = _resolved(fields, fields.zone())
+    due_at = values.get("due_at")
+    return Task(
+        user_id=user_id,
+        task_id=task_id,
+        **{k: v for k, v in values.items() if v is not None},
+        parent_task_id=parent_task_id,
+        series_id=task_id,
+        series_start=due_at,
+        created_by=event_key,
+    )
+
+
+def update(task: Task, fields: TaskFields, *, event_key: str) -> Task:
+    """Apply the fields a producer set (and only those) to an open task.
+
+    Changing the recurrence or moving the first occurrence re-anchors the series.
+    """
+    tz = fields.zone() or task.zone()
+    values = _resolved(fields, tz)
+    changes = dict(values, updated_by=event_key)
+    if task.occurrence == 0 and "due_at" in values:
+        changes["series_start"] = values["due_at"]
+    if "recurrence" in values and task.occurrence > 0 and values["recurrence"] != task.recurrence:
+        # A new rule starts a new series here, so its phase and COUNT begin at this task.
+        changes.update(
+            series_id=task.task_id, series_start=values.get("due_at", task.due_at), occurrence=0
+        )
+    return task.model_copy(update=changes)
+
+
+class Outcome(StrEnum):
+    """What a transition did, which decides the reply and whether effects follow."""
+
+    APPLIED = "applied"  # this event changed the task
+    REPLAYED = "replayed"  # this same event changed it before: answer as the first time
+    NOOP = "noop"  # another event got there first, or the task is gone
+
+
+class Transition(NamedTuple):
+    task: Task
+    outcome: Outcome
+
+
+def complete(task: Task, *, completed_at: datetime, event_key: str) -> Transition:
+    """Mark an open task completed, once."""
+    if task.status is TaskStatus.OPEN:
+        done = task.model_copy(
+            update={
+                "status": TaskStatus.COMPLETED,
+                "completed_at": completed_at,
+                "completed_by": event_key,
+            }
+        )
+        return Transition(done, Outcome.APPLIED)
+    if task.completed_by == event_key:
+        return Transition(task, Outcome.REPLAYED)
+    return Transition(task, Outcome.NOOP)
+
+
+def delete(task: Task, *, event_key: str) -> Transition:
+    """Delete a task that is not deleted yet; completed tasks may be deleted too."""
+    if task.status is not TaskStatus.DELETED:
+        gone = task.model_copy(update={"status": TaskStatus.DELETED, "deleted_by": event_key})
+        return Transition(gone, Outcome.APPLIED)
+    if task.deleted_by == event_key:
+        return Transition(task, Outcome.REPLAYED)
+    return Transition(task, Outcome.NOOP)
+
+
+def occurrence_stamp(due_at: datetime) -> str:
+    return due_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def next_task_id(series_id: str, due_at: datetime) -> str:
+    """The id of the series' occurrence due at `due_at`: the same whoever asks, however often."""
+    candidate = f"{series_id}@{occurrence_stamp(due_at)}"
+    if len(candidate) <= 128:
+        return candidate
+    digest = hashlib.sha256(series_id.encode()).hexdigest()[:24]
+    return f"{digest}@{occurrence_stamp(due_at)}"
+
+
+def occurrence_request(task: Task) -> OccurrenceRequested | None:
+    """What schedule-next needs to create the next occurrence of a completed recurring task."""
+    if (
+        task.recurrence is None
+        or task.status is not TaskStatus.COMPLETED
+        or task.completed_at is None
+    ):
+        return None
+    return OccurrenceRequested(
+        user_id=task.user_id,
+        task_id=task.task_id,
+        series_id=task.series_id,
+        series_start=task.series_start,
+        occurrence=task.occurrence,
+        title=task.title,
+        due_at=task.due_at,
+        completed_at=task.completed_at,
+        timezone=task.timezone,
+        recurrence=task.recurrence,
+        reminder=task.reminder,
+        notify=task.notify,
+    )
+
+
+def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | None:
+    """The series' next task after the completed one, or None when the series has ended.
+
+    Times are moved into the task's zone first, so the rule runs on its wall clock and a
+    daily 09:00 task stays at 09:00 across DST changes.
+    """
+    tz = (
+        zone(request.timezone)
+        if request.timezone
+        else (request.series_start or request.due_at or request.completed_at).tzinfo
+    )
+    completed_at = request.completed_at.astimezone(tz)
+    due_at = (request.due_at or completed_at).astimezone(tz)
+    series_start = (request.series_start or due_at).astimezone(tz)
+    spec = request.recurrence
+    nxt = next_due(
+        spec.rule,
+        series_start=series_start,
+        due_at=due_at,
+        completed_at=completed_at,
+        mode=spec.mode,
+        until=localize(spec.until, tz),
+        count=spec.count,
+        index=request.occurrence,
+    )
+    if nxt is None:
+        return None
+    return Task(
+        user_id=request.user_id,
+        task_id=next_task_id(request.series_id, nxt),
+        title=request.title,
+        due_at=nxt,
+        timezone=request.timezone,
+        recurrence=spec,
+        reminder=request.reminder,
+        notify=request.notify,
+        parent_task_id=request.task_id,
+        series_id=request.series_id,
+        series_start=series_start,
+        occurrence=request.occurrence + 1,
+        created_by=event_key,
+    )

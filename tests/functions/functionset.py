@@ -1,0 +1,109 @@
+"""A real function set: the four functions as functions-framework
+processes, a real SMTP server, a recording HTTP server standing in for the todo app's
+backend, webhooks and the sink, and the store (SQLite file or DynamoDB on moto server).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from harness import FunctionProcess, HttpRecorder, MailServer, Recorded
+from nextup.store import Store, open_store
+
+FUNCTIONS = ("complete-task", "schedule-next", "send-reminder", "health")
+
+
+def backend_answer(request: Recorded) -> tuple[int, dict[str, str], bytes]:
+    """The todo app's API as the seed's services saw it: users have addresses."""
+    if request.method == "GET" and request.path.startswith("/api/users/"):
+        user = request.path.rsplit("/", 1)[-1]
+        if user.startswith("ghost"):
+            return 404, {"content-type": "application/json"}, b'{"detail": "no such user"}'
+        return (
+            200,
+            {"content-type": "application/json"},
+            f'{{"email": "{user}@users.example"}}'.encode(),
+        )
+    return 201, {"content-type": "application/json"}, b"{}"
+
+
+@dataclass
+class Stack:
+    store_url: str
+    env: dict[str, str]
+    mail: MailServer
+    web: HttpRecorder
+    functions: dict[str, FunctionProcess] = field(default_factory=dict)
+    store: Store | None = None
+
+    def url(self, name: str) -> str:
+        return self.functions[name].url
+
+    def post(self, name: str, headers: dict, body: bytes, path: str = "/") -> httpx.Response:
+        return httpx.post(self.url(name) + path, headers=headers, content=body, timeout=30)
+
+    def stop(self) -> None:
+        for process in self.functions.values():
+            process.stop()
+        self.mail.stop()
+        self.web.stop()
+        if self.store is not None:
+            self.store.close()
+
+
+def store_env(
+    kind: str, tmp_path_factory: pytest.TempPathFactory, moto: str | None
+) -> tuple[str, dict[str, str]]:
+    if kind == "sqlite":
+        path = tmp_path_factory.mktemp("state") / "state.db"
+        return f"sqlite:///{path}", {}
+    table = f"nextup-{uuid.uuid4().hex[:10]}"
+    return f"dynamodb://{table}", {
+        "AWS_ENDPOINT_URL_DYNAMODB": moto or "",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+def start_stack(
+    kind: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    moto: str | None,
+    mp: pytest.MonkeyPatch,
+    *,
+    sink: bool = False,
+    names: tuple[str, ...] = FUNCTIONS,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
+    store_url, aws = store_env(kind, tmp_path_factory, moto)
+    mail = MailServer().start()
+    web = HttpRecorder(respond=backend_answer).start()
+    env = {
+        "NEXTUP_STORE_URL": store_url,
+        "NEXTUP_SMTP_URL": mail.url,
+        "NEXTUP_BACKEND_URL": web.url,
+        "NEXTUP_WEBHOOK_ALLOW": "127.0.0.1",
+        "NEXTUP_RETRY_BUDGET": "2",
+        "NEXTUP_BREAKER_RECOVERY": "1",
+        **aws,
+        **(extra_env or {}),
+    }
+    if sink:
+        env["K_SINK"] = f"{web.url}/sink"
+    stack = Stack(store_url, env, mail, web)
+    for name, value in aws.items():
+        mp.setenv(name, value)  # the test process reads the same store as the functions
+    stack.store = open_store(store_url)
+    stack.store.init()
+    try:
+        for name in names:
+            stack.functions[name] = FunctionProcess(name, env).start()
+    except Exception:
+        stack.stop()
+        raise
+    return stack

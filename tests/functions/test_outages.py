@@ -1,0 +1,114 @@
+"""A dependency that is down gets 503 with Retry-After (the broker retries), and the same
+event succeeds once it is back, with its effect applied once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from functionset import start_stack
+
+from harness import FunctionProcess, MailServer, cloud_event, wait_until
+from nextup.reminders import ReminderStatus
+from nextup.store import open_store
+from peers import MotoServer, free_port
+
+
+def test_store_outage_then_recovery(tmp_path_factory, monkeypatch):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    aws = {
+        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    for name, value in aws.items():
+        monkeypatch.setenv(name, value)
+    table = f"outage-{uuid.uuid4().hex[:8]}"
+    env = {
+        "NEXTUP_STORE_URL": f"dynamodb://{table}",
+        "NEXTUP_RETRY_BUDGET": "1",
+        "NEXTUP_BREAKER_RECOVERY": "1",
+        **aws,
+    }
+    function = FunctionProcess("schedule-next", env).start()
+    moto = None
+    try:
+        event = cloud_event(
+            "todo.task.created", {"user_id": "u1", "task_id": "t1", "title": "x"}, id_="e1"
+        )
+        down = function_post(function, event)
+        assert down.status_code == 503
+        assert down.json()["field"] == "store"
+        assert int(down.headers["retry-after"]) >= 1
+        ready = function_get(function, "/health/readiness")
+        assert ready.status_code == 503 and ready.json()["checks"]["store"]["ok"] is False
+
+        moto = MotoServer()
+        moto.start_on(port)
+        store = open_store(f"dynamodb://{table}")
+        store.init()
+        # The broker's redelivery (same event) now succeeds, once.
+        wait_until(
+            lambda: function_post(function, event).status_code == 202,
+            timeout=20,
+            message="store back",
+        )
+        task = store.get_task("u1", "t1")
+        assert task.title == "x"
+        again = function_post(function, event)
+        assert again.status_code == 202
+        assert again.json()["outcome"] == "registered", "the first answer, replayed"
+        assert store.get_task("u1", "t1").version == task.version, "and no second write"
+    finally:
+        function.stop()
+        if moto is not None:
+            moto.stop()
+
+
+def function_post(function: FunctionProcess, event):
+    headers, body = event
+    return httpx.post(function.url, headers=headers, content=body, timeout=30)
+
+
+def function_get(function: FunctionProcess, path: str):
+    return httpx.get(function.url + path, timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
+def test_smtp_outage_then_recovery(kind, tmp_path_factory, moto_server):
+    with pytest.MonkeyPatch.context() as mp:
+        stack = start_stack(
+            kind, tmp_path_factory, moto_server, mp, names=("schedule-next", "send-reminder")
+        )
+        try:
+            stack.mail.stop()
+            due = {
+                "user_id": "u1",
+                "task_id": "t1",
+                "title": "x",
+                "due_at": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+                "reminder": {"before": "PT5M"},
+                "notify": {"email": "u1@example.com"},
+            }
+            stack.post("schedule-next", *cloud_event("todo.task.created", due, id_="c1"))
+            tick = cloud_event("dev.knative.sources.ping", None, id_="tick-1")
+            down = stack.post("send-reminder", *tick)
+            assert down.status_code == 503
+            assert down.json()["field"] == "smtp"
+            reminder = stack.store.get_reminder("u1", "t1")
+            assert reminder.status is ReminderStatus.PENDING
+            assert reminder.lease_until is None, "the lease is given back for the retry"
+            stack.mail = MailServer(stack.mail.port).start()
+            wait_until(
+                lambda: stack.post("send-reminder", *tick).status_code == 200,
+                timeout=20,
+                message="smtp back",
+            )
+            assert len(stack.mail.received()) == 1
+            assert stack.store.get_reminder("u1", "t1").status is ReminderStatus.SENT
+        finally:
+            stack.stop()

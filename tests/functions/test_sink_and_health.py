@@ -1,0 +1,145 @@
+"""Sink mode (K_SINK): emitted events are POSTed in binary mode and the function answers
+202; health: readiness names what is down, the canary reports the eventing delay."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from functionset import backend_answer, start_stack
+
+from harness import cloud_event, wait_until
+from nextup.envelope import parse_http
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, moto_server) -> Iterator:
+    with pytest.MonkeyPatch.context() as mp:
+        s = start_stack("sqlite", tmp_path_factory, moto_server, mp, sink=True)
+        yield s
+        s.stop()
+
+
+def sink_events(stack) -> list:
+    return [
+        parse_http(r.headers, r.body)
+        for r in stack.web.requests
+        if r.path == "/sink" and r.method == "POST"
+    ]
+
+
+def due(user: str, task_id: str) -> dict:
+    return {
+        "user_id": user,
+        "task_id": f"{user}.{task_id}",  # task ids are global across users
+        "title": task_id,
+        "due_at": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        "reminder": {"before": "PT5M"},
+        "notify": {"email": f"{user}@example.com"},
+        "recurrence": {"rule": "daily"},
+    }
+
+
+def test_emitted_events_go_to_the_sink(stack, user):
+    stack.post("schedule-next", *cloud_event("todo.task.created", due(user, "t1"), id_=f"{user}-c"))
+    response = stack.post(
+        "complete-task",
+        *cloud_event(
+            "todo.task.completed", {"user_id": user, "task_id": f"{user}.t1"}, id_=f"{user}-d"
+        ),
+    )
+    assert response.status_code == 202
+    (emitted_id,) = response.json()["emitted"]
+    events = [e for e in sink_events(stack) if e["id"] == emitted_id]
+    assert len(events) == 1
+    assert events[0]["type"] == "todo.occurrence.requested"
+    assert events[0]["source"] == "/nextup/complete-task"
+    # Redelivered: same answer, nothing posted twice.
+    again = stack.post(
+        "complete-task",
+        *cloud_event(
+            "todo.task.completed", {"user_id": user, "task_id": f"{user}.t1"}, id_=f"{user}-d"
+        ),
+    )
+    assert again.json()["emitted"] == [emitted_id]
+    assert len([e for e in sink_events(stack) if e["id"] == emitted_id]) == 1
+
+
+def test_one_tick_sends_every_due_reminder(stack, user):
+    for i in range(3):
+        stack.post(
+            "schedule-next",
+            *cloud_event("todo.task.created", due(user, f"r{i}"), id_=f"{user}-c{i}"),
+        )
+    response = stack.post(
+        "send-reminder", *cloud_event("dev.knative.sources.ping", None, id_=uuid.uuid4().hex)
+    )
+    assert response.status_code == 202
+    mine = [m for m in stack.mail.received() if m["To"] == f"{user}@example.com"]
+    assert len(mine) == 3
+    sent = [
+        e
+        for e in sink_events(stack)
+        if e["type"] == "todo.reminder.sent" and e.data["user_id"] == user
+    ]
+    assert sorted(e.data["task_id"] for e in sent) == [f"{user}.r0", f"{user}.r1", f"{user}.r2"]
+
+
+def test_sink_outage_is_503_then_succeeds(stack, user):
+    stack.post("schedule-next", *cloud_event("todo.task.created", due(user, "t1"), id_=f"{user}-c"))
+    stack.web.respond = lambda r: (503, {}, b"") if r.path == "/sink" else backend_answer(r)
+    try:
+        completion = cloud_event(
+            "todo.task.completed", {"user_id": user, "task_id": f"{user}.t1"}, id_=f"{user}-d"
+        )
+        down = stack.post("complete-task", *completion)
+        assert down.status_code == 503
+        assert int(down.headers["retry-after"]) >= 1
+        assert down.json()["field"] == "sink"
+    finally:
+        stack.web.respond = backend_answer
+    # The broker redelivers once the sink is back: the event goes out, the task was completed once.
+    wait_until(
+        lambda: stack.post("complete-task", *completion).status_code == 202,
+        timeout=15,
+        message="sink back",
+    )
+    task = stack.store.get_task(user, f"{user}.t1")
+    assert task.completed_by is not None
+
+
+def test_health_report_and_canary(stack):
+    report = httpx.get(stack.url("health") + "/health")
+    assert report.status_code == 200, report.text
+    assert set(report.json()["checks"]) == {"store", "smtp", "sink", "backend"}
+    assert all(check["ok"] for check in report.json()["checks"].values())
+    sent_at = (datetime.now(UTC) - timedelta(seconds=2)).isoformat()
+    response = stack.post(
+        "health", *cloud_event("todo.health.probe", {"sent_at": sent_at}, id_=uuid.uuid4().hex)
+    )
+    assert response.status_code == 202
+    (reported,) = [e for e in sink_events(stack) if e["id"] == response.json()["emitted"][0]]
+    assert reported["type"] == "todo.health.reported"
+    assert reported.data["ok"] is True
+    assert reported.data["delay_ms"] >= 2000
+
+
+def test_readiness_names_the_dependency_that_is_down(stack):
+    for name in stack.functions:
+        for path in ("/health/liveness", "/_/health"):
+            assert httpx.get(stack.url(name) + path).json()["status"] == "alive"
+        for path in ("/health/readiness", "/_/ready"):
+            assert httpx.get(stack.url(name) + path).status_code == 200
+    stack.mail.stop()
+    try:
+        ready = httpx.get(stack.url("send-reminder") + "/health/readiness")
+        assert ready.status_code == 503
+        checks = ready.json()["checks"]
+        assert checks["smtp"]["ok"] is False and checks["smtp"]["error"]
+        assert checks["store"]["ok"] is True
+        assert httpx.get(stack.url("complete-task") + "/_/ready").status_code == 200
+    finally:
+        stack.mail.start()
