@@ -12,21 +12,8 @@ from nextup.envelope import CloudEvent, parse_http
 from nextup.errors import BadRequest, UnsupportedMediaType
 from nextup.fields import Mode
 
-CANONICAL = {
-    "user_id": "u1",
-    "task_id": "t1",
-    "title": "Water the plants",
-    "due_at": "2026-11-24T09:00:00+01:00",
-    "timezone": "Europe/Berlin",
-    "recurrence": {
-        "rule": "FREQ=WEEKLY;BYDAY=MO,TH",
-        "mode": "schedule",
-        "until": None,
-        "count": None,
-    },
-    "reminder": {"before": "PT15M"},
-    "notify": {"email": "ann@example.com"},
-}
+# The canonical example for todo.task.created is the catalog's own example.
+CANONICAL = events.CATALOG[events.TASK_CREATED].example
 
 
 def event(type_: str, data, **attributes) -> CloudEvent:

@@ -1,9 +1,10 @@
 """Reminders: when a task's reminder is due, and the state of sending it. Pure, no I/O.
 
 One reminder per task, keyed by the task. It is ``pending`` until a sender claims it
-(a lease, so two senders never send it at once) and marks it ``sent``; completing or
-deleting the task ``cancelled``s it. Moving the task's due time reschedules it as a new
-pending reminder with a new Message-ID, so an old send is never mistaken for the new one.
+(a lease, so two senders never send it at once) and marks it ``sent`` (then
+``announced`` once its event is out); completing or deleting the task cancels it.
+Moving the task's due time reschedules it as a new pending reminder with a new
+Message-ID, so an old send is never mistaken for the new one.
 """
 
 from __future__ import annotations
@@ -46,7 +47,22 @@ class Reminder(Model):
     channel: str | None = None
     message_id: str | None = None
     error: str | None = None
+    # Whether `todo.reminder.sent` has gone out. A sent reminder stays in the due index
+    # until it has (a transactional outbox), so a crash between the mail and the event
+    # delays the event, never loses it.
+    announced: bool = False
     version: int = Field(default=0, ge=0)
+
+    @property
+    def indexed(self) -> bool:
+        """In the due index: waiting to be sent, or sent and waiting to be announced."""
+        return self.status is ReminderStatus.PENDING or (
+            self.status is ReminderStatus.SENT and not self.announced
+        )
+
+    @property
+    def unannounced(self) -> bool:
+        return self.status is ReminderStatus.SENT and not self.announced
 
     def claimable(self, now: datetime) -> bool:
         """Pending, due, and not leased by a sender that may still be working on it."""

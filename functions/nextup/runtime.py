@@ -42,11 +42,16 @@ RETRIED = {404, 408, 409, 429}
 
 @dataclass(frozen=True)
 class Result:
-    """What a handler did: an outcome word for logs and replies, and the events it emits."""
+    """What a handler did: an outcome word for logs and replies, and the events it emits.
+
+    `delivered` runs once the events are out (posted to the sink, or about to be the
+    reply): a handler that keeps an outbox marks its entries done there.
+    """
 
     outcome: str
     events: tuple[CloudEvent, ...] = ()
     detail: dict[str, Any] = field(default_factory=dict)
+    delivered: Callable[[], Awaitable[None]] | None = None
 
 
 Handler = Callable[[Services, CloudEvent, Decoded], Awaitable[Result]]
@@ -119,6 +124,11 @@ def cron_tick(request: Request, now: datetime) -> CloudEvent:
         },
         None,
     )
+
+
+def _from_dapr(event: CloudEvent) -> bool:
+    """Dapr's pub/sub delivers structured events carrying the pubsub name."""
+    return "pubsubname" in event.get_attributes()
 
 
 def _dapr(response: Response) -> Response:
@@ -215,7 +225,7 @@ class App:
         services = self.services
         event: CloudEvent | None = None
         decoded: Decoded | None = None
-        outcome = "error"
+        outcome, error = "error", None
         try:
             body = await read_body(request)
             if (
@@ -235,18 +245,16 @@ class App:
         except Exception:
             self.log.exception("handler failed", extra=self._fields(event, decoded))
             response = _json({"error": "internal error", "field": None}, 500)
-        else:
-            error = None
         fields = self._fields(event, decoded)
         fields.update(
             outcome=outcome,
             status=response.status_code,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        if response.status_code >= 400 and response.status_code != 500:
+        if error:
             fields["error"] = error
         self.log.info("event", extra=fields)
-        if event is not None and "pubsubname" in event.get_attributes():
+        if event is not None and _from_dapr(event):
             return _dapr(response)
         return response
 
@@ -264,7 +272,7 @@ class App:
     async def handle(self, event: CloudEvent, decoded: Decoded) -> tuple[Response, str]:
         fn, services = self.function, self.services
         if decoded.type not in fn.consumes:
-            if decoded.seed or "pubsubname" in event.get_attributes():
+            if decoded.seed or _from_dapr(event):
                 # Dapr and the seed's producers publish every type on one topic:
                 # what is not for this function is acknowledged, not dead-lettered.
                 return _json(
@@ -285,6 +293,8 @@ class App:
             return _replay(receipt.reply or {}, receipt.status), "duplicate"
         result = await fn.handler(services, event, decoded)
         response = await self.deliver(event, result)
+        if result.delivered is not None:
+            await result.delivered()
         await self.remember(scope, key, response)
         return response, result.outcome
 
@@ -297,7 +307,7 @@ class App:
             return _json({"outcome": result.outcome, "emitted": ids, **result.detail}, 202)
         if not result.events:
             return _json({"outcome": result.outcome, **result.detail}, 202)
-        if "pubsubname" in event.get_attributes():
+        if _from_dapr(event):
             raise Unavailable(
                 "K_SINK is not set: under Dapr an emitted event cannot travel as the reply",
                 field="sink",

@@ -12,6 +12,7 @@ put-if-absent that happens once however often it is requested.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 from typing import NamedTuple
@@ -175,6 +176,15 @@ def delete(task: Task, *, event_key: str) -> Transition:
 
 def occurrence_stamp(due_at: datetime) -> str:
     return due_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+_DERIVED = re.compile(r"(?P<root>.+)@\d{8}T\d{6}Z")
+
+
+def series_root(task_id: str) -> str | None:
+    """The series id inside an occurrence id made by `next_task_id`, if it is one."""
+    match = _DERIVED.fullmatch(task_id)
+    return match["root"] if match else None
 
 
 def next_task_id(series_id: str, due_at: datetime) -> str:

@@ -173,3 +173,32 @@ def test_methods_and_routes(stack):
         url = stack.url(name)
         assert httpx.put(url + "/").status_code == 405
         assert httpx.get(url + "/nowhere").status_code == 404
+
+
+def test_another_users_future_occurrence_ids_cannot_be_squatted(stack, user):
+    series = f"series-{uuid.uuid4().hex[:8]}"
+    stack.post(
+        "schedule-next",
+        *cloud_event("todo.task.created", created(user, task_id=series), id_=f"{user}-series"),
+    )
+    mallory = f"m-{uuid.uuid4().hex[:10]}"
+    squat = f"{series}@20261125T090000Z"
+    response = stack.post(
+        "schedule-next",
+        *cloud_event("todo.task.created", created(mallory, task_id=squat), id_=f"{user}-squat"),
+    )
+    assert response.status_code == 403
+    assert stack.store.owner_of(squat) is None
+    forged = {
+        "user_id": mallory,
+        "task_id": f"m-{uuid.uuid4().hex[:6]}",
+        "series_id": series,
+        "completed_at": "2026-11-24T10:00:00Z",
+        "due_at": "2026-11-24T09:00:00Z",
+        "recurrence": {"rule": "daily"},
+    }
+    response = stack.post(
+        "schedule-next", *cloud_event("todo.occurrence.requested", forged, id_=f"{user}-f")
+    )
+    assert response.status_code == 403
+    assert stack.store.list_tasks(mallory) == []

@@ -166,3 +166,13 @@ def test_reminder_due_event_for_one_user(stack, user):
     assert len(mails_to(stack, f"{user}@example.com")) == 1
     assert mails_to(stack, f"{other}@example.com") == []
     assert stack.store.get_reminder(other, f"{other}.o1").status is ReminderStatus.PENDING
+
+
+def test_webhook_to_a_private_address_is_refused(stack, user):
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    task = due_task(user, "ssrf", notify={"webhook": metadata})
+    stack.post("schedule-next", *cloud_event("todo.task.created", task, id_=f"{user}-c"))
+    sweep_until_quiet(stack)
+    reminder = stack.store.get_reminder(user, f"{user}.ssrf")
+    assert reminder.status is ReminderStatus.FAILED
+    assert "non-public" in reminder.error

@@ -143,3 +143,60 @@ def test_readiness_names_the_dependency_that_is_down(stack):
         assert httpx.get(stack.url("complete-task") + "/_/ready").status_code == 200
     finally:
         stack.mail.start()
+
+
+def test_ping_tick_runs_the_canary(stack):
+    headers, body = cloud_event(
+        "dev.knative.sources.ping",
+        {"probe": "canary"},
+        id_=uuid.uuid4().hex,
+        source="/apis/v1/namespaces/nextup/pingsources/health-canary",
+    )
+    response = stack.post("health", headers, body)
+    assert response.status_code == 202
+    (reported,) = [e for e in sink_events(stack) if e["id"] == response.json()["emitted"][0]]
+    assert reported["type"] == "todo.health.reported"
+    assert set(reported.data["checks"]) == {"store", "smtp", "sink", "backend"}
+    assert reported.data["delay_ms"] is not None
+
+
+def test_an_event_a_crash_left_behind_goes_out_on_the_next_sweep(stack, user):
+    """A reminder marked sent whose event never left (the crash window) is announced by
+    the next tick, under the id derived from the reminder, and not mailed again."""
+    from nextup import reminders
+
+    stack.post("schedule-next", *cloud_event("todo.task.created", due(user, "x1"), id_=f"{user}-c"))
+    pending = stack.store.get_reminder(user, f"{user}.x1")
+    claimed = stack.store.claim_reminder(
+        user, f"{user}.x1", owner="crashed", now=datetime.now(UTC), lease=timedelta(minutes=2)
+    )
+    message_id = reminders.message_id(claimed)
+    stack.store.save_reminder(
+        reminders.mark_sent(
+            claimed, channel="email", message_id=message_id, sent_at=datetime.now(UTC)
+        )
+    )
+    assert pending.status == "pending"
+    response = stack.post(
+        "send-reminder", *cloud_event("dev.knative.sources.ping", None, id_=uuid.uuid4().hex)
+    )
+    assert response.status_code == 202
+    assert response.json()["announced_late"] >= 1
+    (sent,) = [
+        e
+        for e in sink_events(stack)
+        if e["type"] == "todo.reminder.sent" and e.data["task_id"] == f"{user}.x1"
+    ]
+    assert sent.data["message_id"] == message_id
+    assert stack.store.get_reminder(user, f"{user}.x1").announced is True
+    assert [m for m in stack.mail.received() if m["To"] == f"{user}@example.com"] == []
+    # Announced now: later sweeps leave it alone.
+    stack.post(
+        "send-reminder", *cloud_event("dev.knative.sources.ping", None, id_=uuid.uuid4().hex)
+    )
+    again = [
+        e
+        for e in sink_events(stack)
+        if e["type"] == "todo.reminder.sent" and e.data["task_id"] == f"{user}.x1"
+    ]
+    assert len(again) == 1

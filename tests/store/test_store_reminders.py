@@ -36,15 +36,18 @@ def test_create_is_put_if_absent_and_updates_are_compare_and_set(store: Store) -
     assert store.get_reminder("alice", "t1") == moved
 
 
-def test_due_index_holds_pending_reminders_only(store: Store) -> None:
+def test_due_index_holds_pending_and_unannounced_reminders_only(store: Store) -> None:
     pending = store.save_reminder(reminder("alice", "pending"))
     sent = store.save_reminder(reminder("alice", "sent"))
     cancelled = store.save_reminder(reminder("alice", "cancelled"))
     store.save_reminder(reminder("alice", "later", remind_at=T0 + timedelta(seconds=1)))
     assert due_ids(store) == [("alice", "cancelled"), ("alice", "pending"), ("alice", "sent")]
 
-    store.save_reminder(mark_sent(sent, channel="email", message_id="<m@x>", sent_at=T0))
+    # Sent but its event not out yet: it stays, so the event cannot be lost (the outbox).
+    sent = store.save_reminder(mark_sent(sent, channel="email", message_id="<m@x>", sent_at=T0))
     store.save_reminder(cancelled.model_copy(update={"status": ReminderStatus.CANCELLED}))
+    assert due_ids(store) == [("alice", "pending"), ("alice", "sent")]
+    store.save_reminder(sent.model_copy(update={"announced": True}))
     assert due_ids(store) == [("alice", "pending")]
     assert store.due_reminders(T0).items == [pending]
     assert due_ids(store, T0 + timedelta(seconds=1)) == [("alice", "pending"), ("alice", "later")]

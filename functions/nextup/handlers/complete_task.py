@@ -13,6 +13,7 @@ from nextup.handlers.shared import (
     existing_task,
     fields_of,
     has_task_fields,
+    refuse_foreign,
     sync_reminder,
     task_outcome,
 )
@@ -27,6 +28,7 @@ async def _task(services: Services, data: TaskCompleted, key: str) -> Task:
         return await existing_task(services, data.user_id, data.task_id)
     task = await services.db(services.store.get_task, data.user_id, data.task_id)
     if task is None:
+        await refuse_foreign(services, data.user_id, data.task_id)
         new = tasks.register(data.user_id, data.task_id, fields_of(data), event_key=key)
         task, _ = await services.db(services.store.create_task, new)
         return task

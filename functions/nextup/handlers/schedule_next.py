@@ -66,6 +66,7 @@ def _detail(task: Task, reminder) -> dict:
 
 
 async def created(services: Services, data: TaskEvent, key: str) -> Result:
+    await refuse_foreign(services, data.user_id, data.task_id)
     new = tasks.register(
         data.user_id,
         data.task_id,
@@ -114,6 +115,7 @@ async def occurrence(
     services: Services, event: CloudEvent, data: OccurrenceRequested, key: str
 ) -> Result:
     await refuse_foreign(services, data.user_id, data.task_id)
+    await refuse_foreign(services, data.user_id, data.series_id)
     try:
         nxt = tasks.next_occurrence(data, event_key=key)
     except RuleError as exc:

@@ -6,9 +6,13 @@ concurrent ticks never send it twice; it is marked sent right after. The only wi
 is a crash between the SMTP hand-over and that mark: the reminder is then sent again
 after its lease expires, with the same Message-ID.
 
+The `todo.reminder.sent` event is never lost either: a sent reminder stays in the due
+index until its event is out (an outbox), and the next sweep emits what a crash left
+behind, under the same id, derived from the reminder.
+
 A reminder whose task is no longer open is cancelled, never sent. Without a sink
-(`K_SINK`) a delivery can reply with one event only, so it sends one reminder and
-leaves the rest pending for the next tick (readiness says why).
+(`K_SINK`) a delivery can reply with one event only, so it handles one reminder and
+leaves the rest for the next tick (readiness says why).
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ PAGE = 100
 async def _due(
     services: Services, data: ReminderDue | None, now: datetime
 ) -> AsyncIterator[Reminder]:
+    """The reminders this delivery should look at: one task's, one user's, or everyone's."""
     store = services.store
     if data is not None and data.user_id and data.task_id:
         reminder = await services.db(store.get_reminder, data.user_id, data.task_id)
-        if reminder is not None and reminder.claimable(now):
+        if reminder is not None and reminder.indexed and reminder.remind_at <= now:
             yield reminder
         return
     cursor = None
@@ -53,8 +58,8 @@ async def _due(
             return
 
 
-async def _finish(services: Services, reminder: Reminder, **changes) -> Reminder | None:
-    """Record what became of a claimed reminder; None if someone else changed it meanwhile."""
+async def _save(services: Services, reminder: Reminder, **changes) -> Reminder | None:
+    """Write a change to a reminder; None if someone else changed it meanwhile."""
     from nextup.store import Conflict
 
     try:
@@ -93,73 +98,95 @@ async def _send(services: Services, reminder: Reminder, task: Task) -> str:
     return channel
 
 
-async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Result:
+async def _deliver(
+    services: Services, candidate: Reminder, owner: str, now: datetime
+) -> Reminder | str:
+    """Claim and send one pending reminder: the sent reminder, or what became of it."""
     store = services.store
+    claimed = await services.db(
+        store.claim_reminder,
+        candidate.user_id,
+        candidate.task_id,
+        owner=owner,
+        now=now,
+        lease=services.settings.reminder_lease,
+    )
+    if claimed is None:
+        return "skipped"
+    task = await services.db(store.get_task, claimed.user_id, claimed.task_id)
+    if task is None or task.status is not TaskStatus.OPEN or task.due_at != claimed.due_at:
+        await _save(services, claimed, status=ReminderStatus.CANCELLED, lease_until=None)
+        return "cancelled"
+    try:
+        channel = await _send(services, claimed, task)
+    except Unavailable:
+        # Give the lease back so the broker's retry of this tick can send it at once.
+        await _save(services, claimed, lease_owner=None, lease_until=None)
+        raise
+    except (PermanentFailure, NotFound) as exc:
+        error = exc.error if isinstance(exc, EventError) else str(exc)
+        await _save(
+            services, claimed, status=ReminderStatus.FAILED, error=error[:300], lease_until=None
+        )
+        return "failed"
+    sent = reminders.mark_sent(
+        claimed,
+        channel=channel,
+        message_id=reminders.message_id(claimed, services.settings.message_domain),
+        sent_at=services.now(),
+    )
+    saved = await _save(services, sent)
+    return saved if saved is not None else "skipped"
+
+
+def _announcement(services: Services, cause: CloudEvent, reminder: Reminder) -> CloudEvent:
+    """The reminder's `todo.reminder.sent`, the same whichever delivery emits it."""
+    assert reminder.channel in ("email", "webhook") and reminder.message_id and reminder.sent_at
+    return emitted(
+        services,
+        REMINDER_SENT,
+        ReminderSent(
+            user_id=reminder.user_id,
+            task_id=reminder.task_id,
+            channel=reminder.channel,
+            message_id=reminder.message_id,
+            remind_at=reminder.remind_at,
+            due_at=reminder.due_at,
+            sent_at=reminder.sent_at,
+        ),
+        cause=cause,
+        purpose="sent",
+        subject=reminder.task_id,
+        id_=hashlib.sha256(reminder.message_id.encode()).hexdigest()[:32],
+    )
+
+
+async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Result:
     data = decoded.data if isinstance(decoded.data, ReminderDue) else None
     now = services.now()
     owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    lease = services.settings.reminder_lease
     limit = services.settings.sweep_limit if services.settings.sink else 1
-    sent: list[CloudEvent] = []
-    counts = {"sent": 0, "cancelled": 0, "failed": 0}
+    outbox: list[Reminder] = []
+    counts = {"sent": 0, "cancelled": 0, "failed": 0, "announced_late": 0, "left": 0}
     async for candidate in _due(services, data, now):
-        if len(sent) >= limit:
-            counts["left_pending"] = counts.get("left_pending", 0) + 1
+        if len(outbox) >= limit:
+            counts["left"] += 1
             continue
-        claimed = await services.db(
-            store.claim_reminder,
-            candidate.user_id,
-            candidate.task_id,
-            owner=owner,
-            now=now,
-            lease=lease,
-        )
-        if claimed is None:
+        if candidate.unannounced:
+            # Sent by an earlier delivery that did not get its event out.
+            outbox.append(candidate)
+            counts["announced_late"] += 1
             continue
-        task = await services.db(store.get_task, claimed.user_id, claimed.task_id)
-        if task is None or task.status is not TaskStatus.OPEN or task.due_at != claimed.due_at:
-            await _finish(services, claimed, status=ReminderStatus.CANCELLED, lease_until=None)
-            counts["cancelled"] += 1
-            continue
-        try:
-            channel = await _send(services, claimed, task)
-        except Unavailable:
-            # Give the lease back so the broker's retry of this tick can send it at once.
-            await _finish(services, claimed, lease_owner=None, lease_until=None)
-            raise
-        except (PermanentFailure, NotFound) as exc:
-            error = exc.error if isinstance(exc, EventError) else str(exc)
-            await _finish(
-                services, claimed, status=ReminderStatus.FAILED, error=error[:300], lease_until=None
-            )
-            counts["failed"] += 1
-            continue
-        done = reminders.mark_sent(
-            claimed,
-            channel=channel,
-            message_id=reminders.message_id(claimed, services.settings.message_domain),
-            sent_at=services.now(),
-        )
-        await _finish(services, done)
-        counts["sent"] += 1
-        sent.append(
-            emitted(
-                services,
-                REMINDER_SENT,
-                ReminderSent(
-                    user_id=done.user_id,
-                    task_id=done.task_id,
-                    channel=channel,
-                    message_id=done.message_id,
-                    remind_at=done.remind_at,
-                    due_at=done.due_at,
-                    sent_at=done.sent_at,
-                ),
-                cause=event,
-                purpose="sent",
-                # A reminder instance is sent once whichever tick sends it: its id says so.
-                id_=hashlib.sha256(done.message_id.encode()).hexdigest()[:32],
-                subject=done.task_id,
-            )
-        )
-    return Result("swept", events=tuple(sent), detail=counts)
+        outcome = await _deliver(services, candidate, owner, now)
+        if isinstance(outcome, Reminder):
+            outbox.append(outcome)
+            counts["sent"] += 1
+        elif outcome != "skipped":
+            counts[outcome] += 1
+
+    async def announced() -> None:
+        for reminder in outbox:
+            await _save(services, reminder, announced=True)
+
+    events = tuple(_announcement(services, event, reminder) for reminder in outbox)
+    return Result("swept", events=events, detail=counts, delivered=announced)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nextup import reminders
+from nextup import reminders, tasks
 from nextup.envelope import CloudEvent, derived_id, make_event
 from nextup.errors import Forbidden, NotFound, Unavailable
 from nextup.fields import TaskFields
@@ -30,10 +30,16 @@ def has_task_fields(data: TaskFields) -> bool:
 
 
 async def refuse_foreign(services: Services, user_id: str, task_id: str) -> None:
-    """403 when the id belongs to another user; the message does not say whose it is."""
-    owner = await services.db(services.store.owner_of, task_id)
-    if owner is not None and owner != user_id:
-        raise Forbidden(f"task {task_id} belongs to another user", field="data.task_id")
+    """403 when the id belongs to another user; the message does not say whose it is.
+
+    An id shaped like another user's next occurrence (`<their series>@<time>`) is refused
+    too, before anyone can claim it: otherwise one user could squat the ids another
+    user's series will need.
+    """
+    for claimed in filter(None, (task_id, tasks.series_root(task_id))):
+        owner = await services.db(services.store.owner_of, claimed)
+        if owner is not None and owner != user_id:
+            raise Forbidden(f"task {task_id} belongs to another user", field="data.task_id")
 
 
 async def existing_task(services: Services, user_id: str, task_id: str) -> Task:

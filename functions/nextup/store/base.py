@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from nextup import reminders
 from nextup.fields import Model
-from nextup.reminders import Reminder, ReminderStatus
+from nextup.reminders import Reminder
 from nextup.store import layout
 from nextup.store.errors import (
     Conflict,
@@ -227,7 +227,7 @@ class Store:
             if owner is not None and owner != reminder.user_id:
                 raise OwnedByOther(reminder.task_id)
         due = None
-        if reminder.status is ReminderStatus.PENDING:
+        if reminder.indexed:
             due = layout.due_key(reminder.remind_at, reminder.user_id, reminder.task_id)
         if not self._write(pk, sk, reminder, expect=reminder.version, due=due):
             raise Conflict(
@@ -238,7 +238,8 @@ class Store:
     def due_reminders(
         self, until: datetime, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Reminder]:
-        """Pending reminders with remind_at <= until, of every user, oldest first.
+        """Reminders in the due index (pending, or sent and not yet announced) with
+        remind_at <= until, of every user, oldest first.
 
         The only cross-user read: each reminder carries its own user_id. Page through with
         the returned cursor and the same `until`; every due reminder comes exactly once
