@@ -176,3 +176,26 @@ def test_webhook_to_a_private_address_is_refused(stack, user):
     reminder = stack.store.get_reminder(user, f"{user}.ssrf")
     assert reminder.status is ReminderStatus.FAILED
     assert "non-public" in reminder.error
+
+
+def test_without_a_sink_the_rest_waits_and_the_log_says_why(stack, user):
+    sweep_until_quiet(stack)
+    for name in ("a", "b"):
+        stack.post(
+            "schedule-next",
+            *cloud_event("todo.task.created", due_task(user, name), id_=f"{user}-{name}"),
+        )
+    response = tick(stack)
+    assert response.status_code == 200, "one reminder announced as the reply"
+    warnings = [
+        line
+        for line in stack.functions["send-reminder"].log_lines()
+        if line.get("level") == "warning" and "K_SINK" in line.get("msg", "")
+    ]
+    assert warnings and warnings[-1]["left"] >= 1
+    sweep_until_quiet(stack)
+    assert len(mails_to(stack, f"{user}@example.com")) == 2, (
+        "nothing dropped: the next tick sent it"
+    )
+    ready = httpx.get(stack.url("send-reminder") + "/health/readiness").json()
+    assert ready["checks"]["sink"]["ok"] is False and "K_SINK" in ready["checks"]["sink"]["error"]

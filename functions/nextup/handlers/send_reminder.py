@@ -18,6 +18,7 @@ leaves the rest for the next tick (readiness says why).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from nextup.services import Services
 from nextup.tasks import Task, TaskStatus
 
 PAGE = 100
+log = logging.getLogger("nextup.send_reminder")
 
 
 async def _due(
@@ -183,6 +185,13 @@ async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Res
             counts["sent"] += 1
         elif outcome != "skipped":
             counts[outcome] += 1
+
+    if counts["left"] and not services.settings.sink:
+        log.warning(
+            "reminders left for later ticks: K_SINK is not set, so one delivery can "
+            "announce only one reminder (its reply)",
+            extra={"left": counts["left"]},
+        )
 
     async def announced() -> None:
         for reminder in outbox:
