@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint bench clean
+.PHONY: dev test lint bench clean kind-up kind-smoke kind-openfaas kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .nextup .pytest_cache .ruff_cache .hypothesis
+
+# A local kind cluster with Knative, Kafka and nextup (docs/DEPLOY.md). Need docker, kind,
+# kubectl and curl; kind-openfaas also helm and faas-cli. Versions: infra/versions.env.
+kind-up:
+	bash infra/kind/up.sh
+
+kind-smoke:
+	bash infra/kind/smoke.sh
+
+kind-openfaas:
+	bash infra/kind/openfaas.sh
+
+kind-down:
+	bash infra/kind/down.sh

@@ -2,28 +2,44 @@
 
 `K_SINK` is Knative's own name for where a function sends what it emits (set by a
 SinkBinding or `func`); `NEXTUP_SINK` is accepted too, for OpenFaaS and local runs.
+
+Under OpenFaaS, secrets are files in /var/openfaas/secrets/ (`faas-cli secret create NAME`),
+not environment variables: the SMTP password is also read from the file
+`nextup-smtp-password` there. The environment wins when both are set.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STORE_URL = "sqlite:///.nextup/state.db"
+OPENFAAS_SECRETS = Path("/var/openfaas/secrets")
+
+
+def _secrets_dir() -> Path | None:
+    return OPENFAAS_SECRETS if OPENFAAS_SECRETS.is_dir() else None
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NEXTUP_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="NEXTUP_", extra="ignore", secrets_dir=_secrets_dir()
+    )
 
     store_url: str = DEFAULT_STORE_URL
     # Reminder delivery.
     smtp_url: str | None = None
     smtp_from: str = "nextup <reminders@nextup.local>"
-    smtp_password: SecretStr | None = None
+    # Secret names cannot hold underscores, hence the second name (a file under OpenFaaS).
+    smtp_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NEXTUP_SMTP_PASSWORD", "nextup-smtp-password"),
+    )
     webhook_allow: Annotated[tuple[str, ...], NoDecode] = ()
     message_domain: str = "nextup.local"
     # The todo app's own API (the seed's `backend` Dapr app id).
