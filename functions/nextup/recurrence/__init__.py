@@ -16,7 +16,8 @@ back as the real instant). Like dateutil, series step in wall-clock time, so a d
 09:00 stays at 09:00 across DST changes; a wall time in a gap reads with the offset from
 before the gap, an ambiguous one as its first occurrence (RFC 5545 3.3.5).
 
-Rules are normalised before dateutil sees them:
+Values are normalised as follows (the differential tests give dateutil the normalised
+rule, since it would reject or misread the originals):
 
 * UNTIL: a value ending in Z is UTC; a floating date-time is read in dtstart's zone; a
   bare date means the end of that day (23:59:59, inclusive) in dtstart's zone; all are
@@ -35,15 +36,20 @@ rule that can never occur, including those that only never occur from a given st
 
 How it is fast (the modules, in the order a call uses them):
 
-* `syntax` parses and validates the text; `feasibility` proves the rule can occur.
-* `pattern` writes out every default dateutil would derive from DTSTART, so a series can
-  be restarted from any later period start in phase with its interval and yield the same
-  occurrences (`timeline` numbers the periods).
-* `search` picks that restart point (the *anchor*) just before ``after``, and
-  `engines` count the occurrences before it for COUNT, by arithmetic for patterns that
-  repeat weekly and by memoised per-year plans for calendar patterns (`expand` says which
-  days a period keeps). dateutil then generates from the anchor in count-limited batches
-  and the first occurrence after ``after`` is returned.
+* `syntax` parses and validates the text; `feasibility` proves the rule can occur at all.
+* `pattern` writes out every default dateutil would derive from DTSTART, so the series
+  can be resumed from any later period in phase with its interval (`timeline` numbers
+  the periods on the naive wall clock, as dateutil steps).
+* `search` picks that resumption point (the *anchor*) just before ``after``; `engines`
+  count the occurrences before it for COUNT and skip empty periods, by arithmetic for
+  patterns that repeat weekly (`cyclic`, with `daymath.floor_sum`) and by memoised
+  per-year plans for calendar patterns (`calendar_plans`); `expand` says which
+  occurrences a period holds (BYWEEKNO numbered the way dateutil numbers it, quirks
+  included). Then occurrences are generated from the anchor until one is after
+  ``after``: typically one or two periods.
+
+python-dateutil remains the reference: the differential tests compare thousands of
+generated rules, starts and zones against its brute force, instant for instant.
 """
 
 from nextup.recurrence.due import Mode, next_due

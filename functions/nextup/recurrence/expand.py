@@ -6,8 +6,8 @@ pattern's times; BYSETPOS then keeps candidates by position. The filters, as dat
 applies them (it intersects them all):
 
 * BYMONTH: the day's month (a week running into January counts as January);
-* BYWEEKNO (YEARLY only): dateutil's own week mask, asked of dateutil itself because it
-  has quirks around the first and last weeks (see `weekno_doys`);
+* BYWEEKNO (YEARLY only): ISO weeks starting on WKST, numbered at the year's edges as
+  dateutil numbers them (see `week_number_days`);
 * BYDAY weekdays; ordinal BYDAY: the n-th weekday of the month (MONTHLY, or YEARLY with
   BYMONTH) or of the year (YEARLY without BYMONTH), counted from the end when negative;
 * BYMONTHDAY and BYYEARDAY, negative values counted from the end of the month / year.
@@ -19,8 +19,6 @@ weekday of 1 January are known; results are memoised on the pattern by those.
 from __future__ import annotations
 
 from datetime import datetime
-
-from dateutil.rrule import YEARLY, rrule
 
 from nextup.recurrence.daymath import (
     MONTH_LENGTHS,
@@ -42,10 +40,7 @@ def remember(pattern: Pattern, key: tuple, make) -> object:
     found = memo.get(key)
     if found is None:
         if len(memo) >= MEMO_LIMIT:
-            kwargs = memo.get("kwargs")
             memo.clear()
-            if kwargs is not None:
-                memo["kwargs"] = kwargs
         found = memo[key] = make()
     return found
 
@@ -85,46 +80,73 @@ def _month_doys(
                 if -length <= d <= length
             }
         )
-    weekdays, yeardays, year_len = pattern.weekdays, pattern.yeardays, MONTH_STARTS[leap][12]
-    kept = []
-    for doy in days:
-        if weekdays is not None and (wd0 + doy) % 7 not in weekdays:
-            continue
-        if nth is not None and doy not in nth:
-            continue
-        if yeardays is not None and doy + 1 not in yeardays and doy - year_len not in yeardays:
-            continue
-        if weekno is not None and doy not in weekno:
-            continue
-        kept.append(doy)
-    return kept
+    # One pass per filter in use: fewer tests per day than one pass testing them all.
+    if pattern.weekdays is not None:
+        weekdays = pattern.weekdays
+        days = [doy for doy in days if (wd0 + doy) % 7 in weekdays]
+    if nth is not None:
+        days = [doy for doy in days if doy in nth]
+    if pattern.yeardays is not None:
+        yeardays, year_len = pattern.yeardays, MONTH_STARTS[leap][12]
+        days = [doy for doy in days if doy + 1 in yeardays or doy - year_len in yeardays]
+    if weekno is not None:
+        days = [doy for doy in days if doy in weekno]
+    return list(days)
 
 
 def weekno_doys(pattern: Pattern, year: int) -> frozenset[int]:
-    """Days of ``year`` in the weeks BYWEEKNO names, exactly as python-dateutil marks them.
-
-    dateutil's mask differs from ISO 8601 at year boundaries (e.g. it puts 2011-01-01,
-    ISO week 52 of 2010, in week 53), so the mask is taken from dateutil: one YEARLY
-    period with only BYWEEKNO. It depends on the year's length and weekday and on the
-    previous year's length, which is the memo key.
-    """
+    """Days of ``year`` in the weeks BYWEEKNO names, numbered as python-dateutil does."""
     first = jan1(year)
-    key = ("weekno", is_leap(year - 1), is_leap(year), weekday(first))
+    leap_prev, leap, wd0 = is_leap(year - 1), is_leap(year), weekday(first)
+    key = ("weekno", leap_prev, leap, wd0)
+    return remember(
+        pattern,
+        key,
+        lambda: week_number_days(pattern.weeknos, pattern.wkst, leap_prev, leap, wd0),
+    )
 
-    def make() -> frozenset[int]:
-        one_year = rrule(
-            YEARLY,
-            dtstart=datetime(year, 1, 1),
-            interval=10_000,  # the second period would lie past year 9999: one period only
-            wkst=pattern.wkst,
-            byweekno=pattern.weeknos,
-            byhour=0,
-            byminute=0,
-            bysecond=0,
-        )
-        return frozenset(day.toordinal() - first for day in one_year)
 
-    return remember(pattern, key, make)
+def week_number_days(
+    weeknos: tuple[int, ...], wkst: int, leap_prev: bool, leap: bool, wd0: int
+) -> frozenset[int]:
+    """Days (doy) of a year in the numbered weeks: ISO 8601 weeks starting on ``wkst``
+    (week 1 is the first with at least 4 days in the year), negatives counted from the
+    year's last week, for a year of the given length whose 1 January is weekday ``wd0``.
+
+    Days before week 1 belong to the previous year's last week and days after the last
+    week to the next year's week 1; python-dateutil numbers those as follows, and so
+    does this (tested against it): the tail days count only as week 1 (not by their
+    negative number), and when the previous year's week 1 started by its 4th day
+    dateutil takes the previous year's last week to be 52, or 53 when *this* year's
+    days from its week 1 leave 4-6 over (so 2011-01-01, in ISO week 52 of 2010, is
+    in week 53 for dateutil).
+    """
+    year_len = 365 + leap
+    first_wkst = (wkst - wd0) % 7  # day of year of the first WKST day
+    week1 = first_wkst - 7 if first_wkst >= 4 else first_wkst  # may start last year
+    span = year_len - week1
+    weeks = span // 7 + (span % 7) // 4
+    days: set[int] = set()
+    for n in weeknos:
+        number = n + weeks + 1 if n < 0 else n
+        if 1 <= number <= weeks:
+            start = week1 + (number - 1) * 7
+            days.update(range(max(start, 0), start + 7))
+    if 1 in weeknos:
+        days.update(range(week1 + weeks * 7, year_len))
+    if week1 > 0:
+        if -1 in weeknos:
+            previous_last = -1
+        else:
+            prev_wd0 = (wd0 - 365 - leap_prev) % 7
+            prev_first_wkst = (wkst - prev_wd0) % 7
+            if prev_first_wkst >= 4:
+                previous_last = 52 + (365 + leap_prev + 7 - prev_first_wkst) % 7 // 4
+            else:
+                previous_last = 52 + span % 7 // 4
+        if previous_last in weeknos:
+            days.update(range(week1))
+    return frozenset(day for day in days if 0 <= day < year_len)
 
 
 def year_doys(pattern: Pattern, year: int) -> tuple[int, ...]:
@@ -157,24 +179,44 @@ def year_doy_set(pattern: Pattern, year: int) -> frozenset[int]:
     return remember(pattern, ("yearset", leap, wd0), lambda: frozenset(year_doys(pattern, year)))
 
 
+def day_allowed(pattern: Pattern, ordinal: int) -> bool:
+    """Whether a DAILY, HOURLY or MINUTELY pattern's day filters keep the day."""
+    if not pattern.calendar_days:
+        return pattern.weekdays is None or (ordinal + 6) % 7 in pattern.weekdays
+    year = year_of(ordinal)
+    return ordinal - jan1(year) in year_doy_set(pattern, year)
+
+
 def month_doys(pattern: Pattern, year: int, month: int) -> list[int]:
     """Days (doy) of one MONTHLY period the pattern's day filters keep."""
     leap, wd0 = is_leap(year), weekday(jan1(year))
+    start = MONTH_STARTS[leap][month - 1]
+    # Which days a month keeps depends on its length and first weekday, and on the month
+    # itself only through BYMONTH.
+    named = month if pattern.months is not None else 0
+    key = ("monthdays", named, MONTH_LENGTHS[leap][month - 1], (wd0 + start) % 7)
+    offsets = remember(pattern, key, lambda: _month_offsets(pattern, leap, wd0, month))
+    return [start + offset for offset in offsets]
+
+
+def _month_offsets(pattern: Pattern, leap: bool, wd0: int, month: int) -> tuple[int, ...]:
+    if pattern.months is not None and month not in pattern.months:
+        return ()
+    starts = MONTH_STARTS[leap]
     nth = None
     if pattern.nweekdays:
-        starts = MONTH_STARTS[leap]
         nth = _nth_days(pattern.nweekdays, wd0, starts[month - 1], starts[month] - 1)
-    if pattern.months is not None and month not in pattern.months:
-        return []
-    return _month_doys(pattern, leap, wd0, month, nth, None)
+    return tuple(
+        doy - starts[month - 1] for doy in _month_doys(pattern, leap, wd0, month, nth, None)
+    )
 
 
 def month_count(pattern: Pattern, year: int, month: int) -> int:
-    """Occurrences in one MONTHLY period: it only depends on the month, its length and
-    the weekday it starts on."""
+    """Occurrences in one MONTHLY period (memoised like `month_doys`)."""
     leap = is_leap(year)
     first_weekday = (weekday(jan1(year)) + MONTH_STARTS[leap][month - 1]) % 7
-    key = ("month", month, MONTH_LENGTHS[leap][month - 1], first_weekday)
+    named = month if pattern.months is not None else 0
+    key = ("month", named, MONTH_LENGTHS[leap][month - 1], first_weekday)
     return remember(
         pattern,
         key,
@@ -186,6 +228,11 @@ def week_day_count(pattern: Pattern, leap: bool, wd0: int, first_doy: int, days:
     """Days a WEEKLY period keeps, the period being ``days`` days from ``first_doy`` of a
     year with the given length and weekday (days past the year's end are in January)."""
     weekdays, months = pattern.weekdays, pattern.months
+    if days == 7 and (
+        months is None or month_of_doy(leap, first_doy) == month_of_doy(leap, first_doy + 6)
+    ):
+        # A whole week within one month: all seven weekdays, one month.
+        return len(weekdays) if months is None or month_of_doy(leap, first_doy) in months else 0
     kept = 0
     for doy in range(first_doy, first_doy + days):
         if (wd0 + doy) % 7 in weekdays and (months is None or month_of_doy(leap, doy) in months):
@@ -216,12 +263,12 @@ def candidates(pattern: Pattern, p: int, start: datetime | None = None):
         first = jan1(year)
         leap, wd0 = is_leap(year), weekday(first)
         doy = ordinal - first
-        kept = [ordinal + i for i in range(length) if week_day_count(pattern, leap, wd0, doy + i, 1)]
+        kept = [
+            ordinal + i for i in range(length) if week_day_count(pattern, leap, wd0, doy + i, 1)
+        ]
         return kept, times
-    per_day = UNITS_PER_DAY[freq]
-    ordinal, unit = divmod(p, per_day)
-    year = year_of(ordinal)
-    if ordinal - jan1(year) not in year_doy_set(pattern, year):
+    ordinal, unit = divmod(p, UNITS_PER_DAY[freq])
+    if not day_allowed(pattern, ordinal):
         return [], times
     if freq is Freq.HOURLY:
         if pattern.hours is not None and unit not in pattern.hours:
@@ -244,7 +291,10 @@ def occurrences(pattern: Pattern, p: int, start: datetime | None = None) -> list
     if not days or not times:
         return []
     width = len(times)
-    found = [(days[i // width], *times[i % width]) for i in pattern.picks(len(days) * width)]
+    if width == 1 and len(days) == 1 and pattern.setpos is None:
+        found = [(days[0], *times[0])]
+    else:
+        found = [(days[i // width], *times[i % width]) for i in pattern.picks(len(days) * width)]
     if start is not None:
         here = (start.toordinal(), start.hour, start.minute, start.second)
         found = [o for o in found if o >= here]

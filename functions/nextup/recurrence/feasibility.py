@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from nextup.recurrence.engines import EveryPeriod, YearPlans
+from nextup.recurrence.calendar_plans import YearPlans
 from nextup.recurrence.errors import RuleError
-from nextup.recurrence.expand import year_doys
+from nextup.recurrence.expand import month_count, year_doys
 from nextup.recurrence.model import WEEKDAY_NAMES, Freq, Rule
-from nextup.recurrence.pattern import Pattern, pattern_for
+from nextup.recurrence.pattern import pattern_for
 from nextup.recurrence.timeline import first_period_of_year
 
 _PROBE_START = datetime(2001, 1, 1)  # a Monday, the first of a month
@@ -41,18 +41,20 @@ def check_rule(rule: Rule) -> None:
 def _ever(rule: Rule) -> bool:
     pattern = pattern_for(rule, _PROBE_START, interval=1)
     if pattern.freq is Freq.WEEKLY and pattern.months is None:
-        return EveryPeriod(0, 1, _per_week(pattern)).per_period > 0
-    if pattern.freq in (Freq.YEARLY, Freq.MONTHLY, Freq.WEEKLY):
+        return pattern.kept(len(pattern.weekdays) * len(pattern.times)) > 0
+    if pattern.freq is Freq.MONTHLY:  # month by month: usually the first one answers
+        return any(
+            month_count(pattern, year, month) for year in _PROBE_YEARS for month in range(1, 13)
+        )
+    if pattern.freq in (Freq.YEARLY, Freq.WEEKLY):
         plans = YearPlans(pattern, first_period_of_year(pattern.freq, pattern.wkst, 2001))
         end = first_period_of_year(pattern.freq, pattern.wkst, _PROBE_YEARS[-1] + 1)
         return plans.next_nonempty(plans.p0, end) is not None
     if not pattern.kept(len(pattern.times)):
         return False
+    if not pattern.calendar_days:  # days picked by weekday alone: some day always fits
+        return True
     return any(year_doys(pattern, year) for year in _PROBE_YEARS)
-
-
-def _per_week(pattern: Pattern) -> int:
-    return pattern.kept(len(pattern.weekdays) * len(pattern.times))
 
 
 def _day_parts(rule: Rule) -> list[str]:

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from math import gcd
 
-from dateutil.rrule import weekday as dateutil_weekday
-
 from nextup.recurrence.errors import RuleError
 from nextup.recurrence.model import Freq, Rule
 
@@ -49,6 +47,8 @@ class Pattern:
     # The times one period spreads over its days, sorted: (h, m, s) for DAILY and coarser,
     # (m, s) within the hour for HOURLY, (s,) within the minute for MINUTELY.
     times: tuple[tuple[int, ...], ...] = field(init=False)
+    # True when days are picked by more than their weekday (month, day of month ...).
+    calendar_days: bool = field(init=False)
     # Memoised per-period and per-year counts (see `engines`); cleared when it grows large.
     memo: dict = field(default_factory=dict, repr=False)
 
@@ -60,21 +60,18 @@ class Pattern:
         else:
             times = [(s,) for s in self.seconds]
         object.__setattr__(self, "times", tuple(sorted(times)))
+        parts = (self.months, self.weeknos, self.yeardays, self.monthdays, self.nweekdays)
+        object.__setattr__(self, "calendar_days", any(part is not None for part in parts))
 
-    @property
-    def calendar_days(self) -> bool:
-        """True when days are picked by more than their weekday (month, day of month ...)."""
-        return any(
-            part is not None
-            for part in (self.months, self.weeknos, self.yeardays, self.monthdays, self.nweekdays)
-        )
-
-    def picks(self, n: int) -> list[int]:
+    def picks(self, n: int) -> range | list[int]:
         """Indexes BYSETPOS keeps out of a period's ``n`` candidates, ascending."""
         if self.setpos is None:
-            return list(range(n))
-        chosen = {pos - 1 if pos > 0 else n + pos for pos in self.setpos if -n <= pos <= n}
-        return sorted(chosen)
+            return range(n)
+        found = self.memo.get(("picks", n))
+        if found is None:
+            chosen = {pos - 1 if pos > 0 else n + pos for pos in self.setpos if -n <= pos <= n}
+            found = self.memo[("picks", n)] = sorted(chosen)
+        return found
 
     def kept(self, n: int) -> int:
         """How many of a period's ``n`` candidates BYSETPOS keeps."""
@@ -85,35 +82,6 @@ class Pattern:
         if found is None:
             found = self.memo[key] = len(self.picks(n))
         return found
-
-    def rrule_kwargs(self) -> dict:
-        """Keyword arguments for ``dateutil.rrule.rrule`` with every default explicit."""
-        found = self.memo.get("kwargs")
-        if found is None:
-            byweekday = None
-            if self.weekdays is not None:
-                byweekday = sorted(self.weekdays)
-            elif self.nweekdays is not None:
-                byweekday = [dateutil_weekday(d, n) for d, n in self.nweekdays]
-            found = self.memo["kwargs"] = {
-                "freq": int(self.freq),
-                "interval": self.interval,
-                "wkst": self.wkst,
-                "bymonth": _sorted(self.months),
-                "byweekno": self.weeknos,
-                "byyearday": _sorted(self.yeardays),
-                "bymonthday": _sorted(self.monthdays),
-                "byweekday": byweekday,
-                "byhour": self.hours,
-                "byminute": self.minutes,
-                "bysecond": self.seconds,
-                "bysetpos": self.setpos,
-            }
-        return found
-
-
-def _sorted(values: frozenset[int] | None) -> list[int] | None:
-    return None if values is None else sorted(values)
 
 
 def _frozen(values: tuple[int, ...] | None) -> frozenset[int] | None:
@@ -126,7 +94,16 @@ def pattern_for(rule: Rule, start: datetime, *, interval: int | None = None) -> 
     ``interval`` overrides the rule's (1 gives the phase-free pattern used to check a
     rule without a start date).
     """
-    quick = ("start", start.month, start.day, start.weekday(), start.hour, start.minute, start.second, interval)
+    quick = (
+        "start",
+        start.month,
+        start.day,
+        start.weekday(),
+        start.hour,
+        start.minute,
+        start.second,
+        interval,
+    )
     found = rule.patterns.get(quick)
     if found is not None:
         return found

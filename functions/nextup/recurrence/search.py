@@ -1,33 +1,38 @@
 """The next occurrence after an instant, at a cost that does not grow with the series' age.
 
-python-dateutil's ``after()`` walks every occurrence from DTSTART. Here the walk starts
-at an *anchor* instead: the start of the series' last period (in phase with its interval)
-before the earliest wall time an occurrence after ``after`` could have. Nothing before
-the anchor can be the answer, and because the anchor is a period start and every default
-is explicit (see `pattern`), dateutil generates from it exactly the occurrences the
-original series has there, BYSETPOS included (BYSETPOS picks within a whole period).
-With COUNT, the occurrences before the anchor are counted without walking them
-(`engines`) and the anchor's series gets what is left.
+python-dateutil's ``after()`` walks every occurrence from DTSTART. Here generation starts
+at an *anchor* instead: the series' last period (in phase with its interval) starting at
+or before the earliest wall time an occurrence after ``after`` could have. Nothing before
+the anchor can be the answer, and because every default DTSTART implies is explicit
+(`pattern`) and a period's occurrences depend only on the period (BYSETPOS picks within a
+whole period), the anchor's period and those after it hold exactly the occurrences the
+series has there. With COUNT, the occurrences before the anchor are counted without
+walking them (`engines`) and only what is left is generated.
 
-dateutil still produces the occurrences, in short count-limited batches (`_occurrences`)
-that also skip stretches of empty periods, so its wall-clock semantics are kept: it steps
-in naive wall time, compares with UNTIL and ``after`` as instants, and a wall time in a
-DST gap reads with the offset before the gap. The answer is the first occurrence, in that
-wall-clock order, strictly after ``after``, as dateutil's own ``after()`` would give.
+Occurrences are generated period by period (`expand.occurrences`), skipping empty periods,
+with python-dateutil's semantics: periods step in naive wall-clock time, each occurrence
+is a wall time with fold=0 (in a DST gap it reads with the offset before the gap), UNTIL
+and ``after`` are compared as instants, and the answer is the first occurrence, in that
+wall-clock order, strictly after ``after``. EXDATE/RDATE are merged by dateutil's own
+``rruleset``. The differential tests hold all of this to ``rrulestr(...).after()``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 from dateutil.rrule import rruleset
 
+from nextup.recurrence import syntax
+from nextup.recurrence.daymath import jan1
 from nextup.recurrence.engines import Engine, engine_for
 from nextup.recurrence.errors import RuleError
 from nextup.recurrence.expand import first_period_count, occurrences, remember
 from nextup.recurrence.limits import FEASIBILITY_YEARS, LAST_YEAR, MAX_YEAR, MIN_YEAR
-from nextup.recurrence.model import Rule
+from nextup.recurrence.model import Freq, Rule, zone
 from nextup.recurrence.pattern import Pattern, pattern_for
 from nextup.recurrence.syntax import parse_rule
 from nextup.recurrence.timeline import first_period_of_year, floor_in_phase, period_of
@@ -148,14 +153,14 @@ class Series:
 
     def first_count(self) -> int:
         return remember(
-            self.pattern, ("first", self.clock), lambda: first_period_count(self.pattern, self.start)
+            self.pattern,
+            ("first", self.clock),
+            lambda: first_period_count(self.pattern, self.start),
         )
 
     def limit(self, year: int) -> int:
         """Index of the first period starting in ``year`` (capped past dateutil's last)."""
-        if year > LAST_YEAR:
-            return period_of(self.rule.freq, self.rule.wkst, _END) + 1
-        return first_period_of_year(self.rule.freq, self.rule.wkst, year)
+        return _limit(self.rule.freq, self.rule.wkst, min(year, LAST_YEAR + 1))
 
     def ensure_occurs(self) -> None:
         """Refuse a rule that, from this start, has no occurrence for centuries."""
@@ -172,9 +177,26 @@ class Series:
         remember(self.pattern, ("occurs", self.clock), check)
 
 
+@lru_cache(maxsize=256)
+def _limit(freq: Freq, wkst: int, year: int) -> int:
+    if year > LAST_YEAR:
+        return period_of(freq, wkst, _END) + 1
+    return first_period_of_year(freq, wkst, year)
+
+
 # Recently used series, by (rule, dtstart, tzinfo): a series' pattern, engine and first
 # period are reused by every call about it.
 _series_cache: dict[tuple[Rule, datetime, tzinfo], Series] = {}
+
+
+def clear_caches() -> None:
+    """Forget every compiled rule, series and memoised count (for cold-start benchmarks)."""
+    syntax._compile.cache_clear()
+    _series_cache.clear()
+    _steady_cache.clear()
+    _limit.cache_clear()
+    jan1.cache_clear()
+    zone.cache_clear()
 
 
 def next_occurrence(rule: str, dtstart: datetime, after: datetime) -> datetime | None:
@@ -219,7 +241,11 @@ def _next_after(
     start_p, remaining = _anchor(series, bound.lo, count)
     if remaining is not None and remaining <= 0 and not rule.is_set:
         return None
-    stream = _occurrences(series, start_p, remaining, until and InstantBound(until, tz))
+    earliest = bound.lo
+    skip = None
+    if until is None or until > instant:  # then nothing skipped can be after UNTIL
+        skip = (earliest.toordinal(), earliest.hour, earliest.minute, earliest.second)
+    stream = _occurrences(series, start_p, remaining, until and InstantBound(until, tz), skip)
     if rule.is_set:
         found = _set_after(series, stream, instant)
     else:
@@ -244,10 +270,21 @@ def _anchor(series: Series, earliest: datetime, count: int | None) -> tuple[int,
     return anchor, count - before
 
 
-def _occurrences(series: Series, p: int, remaining: int | None, until: InstantBound | None):
+def _occurrences(
+    series: Series,
+    p: int,
+    remaining: int | None,
+    until: InstantBound | None,
+    skip_before: tuple[int, int, int, int] | None = None,
+):
     """The series' occurrences from period ``p`` on, in python-dateutil's order: period
     by period, each period's occurrences ascending; stops after ``remaining`` (COUNT)
-    or at the first occurrence after UNTIL. Empty periods are skipped by the engine."""
+    or at the first occurrence after UNTIL. Empty periods are skipped by the engine.
+
+    ``skip_before`` (ordinal, h, m, s): leave out, in the first period, occurrences with
+    an earlier wall time; they still count towards COUNT. Only for callers that would
+    discard them anyway and know none of them can be after UNTIL.
+    """
     pattern, engine, tz = series.pattern, series.engine, series.tz
     limit = series.limit(LAST_YEAR + 1)
     while remaining is None or remaining > 0:
@@ -261,6 +298,9 @@ def _occurrences(series: Series, p: int, remaining: int | None, until: InstantBo
         if remaining is not None:
             found = found[:remaining]
             remaining -= len(found)
+        if skip_before is not None:
+            found = found[bisect_left(found, skip_before) :]
+            skip_before = None
         for ordinal, hour, minute, second in found:
             day = date.fromordinal(ordinal)
             # A wall time with fold=0, as dateutil builds it: in a DST gap it reads with

@@ -15,6 +15,7 @@ from math import prod
 from zoneinfo import ZoneInfoNotFoundError
 
 from nextup.recurrence.errors import RuleError
+from nextup.recurrence.feasibility import check_rule
 from nextup.recurrence.limits import (
     MAX_COUNT,
     MAX_DATE_VALUE_YEAR,
@@ -58,6 +59,8 @@ _UNIT_FREQ = {
 
 _DATE_VALUE = re.compile(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})(Z)?)?")
 _INTEGER = re.compile(r"[+-]?\d{1,4}")
+_POSITIVE = re.compile(r"\+?\d{1,9}")
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]{1,32}(?:/[A-Za-z0-9_+-]{1,32}){0,3}")
 _BYDAY = re.compile(r"([+-]?\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)")
 
 # (lowest, highest, negatives allowed) per integer-list part.
@@ -76,7 +79,6 @@ _KNOWN_PARTS = {"FREQ", "INTERVAL", "COUNT", "UNTIL", "WKST", "BYDAY", *_INT_PAR
 _CALENDAR_PARTS = ("BYMONTH", "BYMONTHDAY", "BYYEARDAY")
 
 
-@lru_cache(maxsize=1024)
 def parse_rule(rule: str) -> Rule:
     """Validate rule text and compile it; raises `RuleError`. Cached by text.
 
@@ -87,6 +89,11 @@ def parse_rule(rule: str) -> Rule:
     """
     if not isinstance(rule, str):
         raise RuleError("rule must be a string")
+    return _compile(rule)
+
+
+@lru_cache(maxsize=1024)
+def _compile(rule: str) -> Rule:
     if len(rule) > MAX_RULE_CHARS:
         raise RuleError(f"rule is longer than {MAX_RULE_CHARS} characters")
     text = rule.strip()
@@ -95,8 +102,6 @@ def parse_rule(rule: str) -> Rule:
     if "=" not in text and ":" not in text:
         text = _friendly(text)
     compiled = _parse_lines(text)
-    from nextup.recurrence.feasibility import check_rule  # noqa: PLC0415 - import cycle
-
     check_rule(compiled)
     return compiled
 
@@ -221,7 +226,7 @@ def _freq(value: str | None) -> Freq:
 
 
 def _positive(name: str, value: str) -> int:
-    if not re.fullmatch(r"\+?\d{1,9}", value) or int(value) < 1:
+    if not _POSITIVE.fullmatch(value) or int(value) < 1:
         raise RuleError(f"{name} must be a positive integer")
     return int(value)
 
@@ -279,9 +284,11 @@ def _date_list(name: str, params: list[str], value: str) -> list[DateValue]:
         key = key.upper()
         if key == "TZID":
             try:
+                if not _ZONE_NAME.fullmatch(arg):
+                    raise ValueError(arg)
                 zone(arg)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise RuleError(f"unknown time zone {arg!r} in {name};TZID") from None
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                raise RuleError(f"unknown time zone {arg[:64]!r} in {name};TZID") from None
             tzid = arg
         elif key == "VALUE" and arg.upper() in ("DATE", "DATE-TIME"):
             continue  # the value's own shape says which it is
@@ -342,9 +349,18 @@ def _check_combinations(rule: Rule) -> None:
         _check_ordinals(rule)
     if rule.bysetpos is not None and not any(
         getattr(rule, name) is not None
-        for name in ("bymonth", "byweekno", "byyearday", "bymonthday", "byday", "bynday",
-                     "byhour", "byminute", "bysecond")
-    ):  # fmt: skip
+        for name in (
+            "bymonth",
+            "byweekno",
+            "byyearday",
+            "bymonthday",
+            "byday",
+            "bynday",
+            "byhour",
+            "byminute",
+            "bysecond",
+        )
+    ):
         raise RuleError("BYSETPOS needs another BYxxx part to pick from (RFC 5545)")
     times = prod(len(values) for values in (rule.byhour, rule.byminute, rule.bysecond) if values)
     if times > MAX_TIMES_PER_DAY:
@@ -363,7 +379,7 @@ def _check_combinations(rule: Rule) -> None:
 
 
 def _check_ordinals(rule: Rule) -> None:
-    example = "{:+d}{}".format(rule.bynday[0][1], WEEKDAY_NAMES[rule.bynday[0][0]])
+    example = f"{rule.bynday[0][1]:+d}{WEEKDAY_NAMES[rule.bynday[0][0]]}"
     if rule.freq not in (Freq.MONTHLY, Freq.YEARLY):
         raise RuleError(
             f"BYDAY ordinals such as {example} need FREQ=MONTHLY or FREQ=YEARLY (RFC 5545)"
