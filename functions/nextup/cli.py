@@ -1,4 +1,5 @@
-"""The `nextup` command: store administration, task listing and the event catalog."""
+"""The `nextup` command: store administration, task listing, the event catalog, the local
+eventing runtime (`nextup dev`) and posting events (`nextup emit`)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,93 @@ def _events_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _route(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"--route must be NAME=http://HOST:PORT/..., not {text!r}")
+    return name, url
+
+
+def _dev(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from nextup.dev.stack import Options, default_eventing_dir, main
+
+    options = Options(
+        port=args.port,
+        kafka=args.kafka,
+        store=args.store,
+        eventing=Path(args.eventing) if args.eventing else default_eventing_dir(),
+        state_dir=Path(args.state_dir),
+        scale_to_zero=args.scale_to_zero,
+        idle=args.idle,
+        routes=dict(args.route or []),
+        quiet=args.quiet,
+        concurrency=args.concurrency,
+        summary_every=args.summary_every,
+    )
+    return asyncio.run(main(options))
+
+
+def _dev_dispatcher(args: argparse.Namespace) -> int:
+    from nextup.dev.dispatcher import serve
+
+    return serve(args.eventing, args.kafka, dict(args.route or []), args.concurrency)
+
+
+def _default_ingress(state_dir: str) -> str:
+    """The ingress of the `nextup dev` running here, else its default address."""
+    from pathlib import Path
+
+    state = Path(state_dir) / "dev.json"
+    try:
+        return json.loads(state.read_text())["ingress"]
+    except (OSError, ValueError, KeyError):
+        return "http://127.0.0.1:8080/nextup/nextup"
+
+
+def _emit(args: argparse.Namespace) -> int:
+    import uuid
+
+    import httpx
+
+    from nextup.envelope import make_event, to_binary, to_structured
+
+    raw = args.data
+    if raw.startswith("@"):
+        with open(raw[1:], encoding="utf-8") as handle:
+            raw = handle.read()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        print(f"nextup emit: --data is not JSON: {exc}", file=sys.stderr)
+        return 2
+    event = make_event(
+        args.type,
+        args.source,
+        data,
+        id_=args.id or str(uuid.uuid4()),
+        partition_key=args.partition_key,
+        subject=args.subject,
+    )
+    headers, body = to_structured(event) if args.structured else to_binary(event)
+    url = args.to or _default_ingress(args.state_dir)
+    try:
+        response = httpx.post(url, headers=headers, content=body, timeout=args.timeout)
+    except httpx.TransportError as exc:
+        print(f"nextup emit: {url} did not answer: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    answer = f"{response.status_code} {response.reason_phrase}"
+    print(f"{answer}  {event['type']} id={event['id']} -> {url}")
+    for name, value in response.headers.items():
+        if name.lower().startswith("ce-") or name.lower() in ("content-type", "retry-after"):
+            print(f"{name}: {value}")
+    if response.content:
+        print(response.text)
+    return 0 if response.is_success else 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="nextup", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -92,6 +180,68 @@ def parser() -> argparse.ArgumentParser:
     event_commands = events.add_subparsers(dest="events_command", required=True)
     docs = event_commands.add_parser("docs", help="print docs/EVENTS.md")
     docs.set_defaults(run=_events_docs)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run the whole function set locally on Kafka, from the eventing/ manifests",
+        description="Kafka (Tansu), the broker ingress, one dispatcher per Trigger, the "
+        "PingSources, the functions, a local mailbox; Ctrl-C stops everything.",
+    )
+    dev.add_argument("--port", type=int, default=8080, help="broker ingress port (default 8080)")
+    dev.add_argument("--kafka", metavar="HOST:PORT", help="use this Kafka instead of Tansu")
+    dev.add_argument(
+        "--store", help="store URL (default: NEXTUP_STORE_URL or sqlite:///.nextup/state.db)"
+    )
+    dev.add_argument("--eventing", help="directory of eventing manifests (default: eventing/)")
+    dev.add_argument(
+        "--state-dir", default=".nextup", help="mail, dead letters, logs (default .nextup)"
+    )
+    dev.add_argument(
+        "--scale-to-zero",
+        action="store_true",
+        help="start each function on its first event, stop it after --idle seconds",
+    )
+    dev.add_argument("--idle", type=float, default=60.0, help="idle seconds before scaling to zero")
+    dev.add_argument(
+        "--route",
+        type=_route,
+        action="append",
+        metavar="NAME=URL",
+        help="deliver to URL instead of starting function NAME (repeatable)",
+    )
+    dev.add_argument(
+        "--quiet", action="store_true", help="no line per event; failures and tables only"
+    )
+    dev.add_argument(
+        "--concurrency", type=int, default=16, help="deliveries in flight per unordered Trigger"
+    )
+    dev.add_argument(
+        "--summary-every", type=float, default=30.0, help="seconds between per-Trigger tables"
+    )
+    dev.set_defaults(run=_dev)
+
+    # Internal: the dispatcher as its own process, started by `nextup dev`.
+    dispatcher = commands.add_parser("dev-dispatcher", help=argparse.SUPPRESS)
+    dispatcher.add_argument("--kafka", required=True)
+    dispatcher.add_argument("--eventing", required=True)
+    dispatcher.add_argument("--route", type=_route, action="append")
+    dispatcher.add_argument("--concurrency", type=int, default=16)
+    dispatcher.set_defaults(run=_dev_dispatcher)
+
+    emit = commands.add_parser("emit", help="post a CloudEvent to the local broker or any URL")
+    emit.add_argument("type", help="the event type, e.g. todo.task.created")
+    emit.add_argument("--data", required=True, help="the data as JSON, or @FILE")
+    emit.add_argument(
+        "--source", default="/nextup/cli", help="the event source (default /nextup/cli)"
+    )
+    emit.add_argument("--id", help="the event id (default: a new UUID)")
+    emit.add_argument("--subject", help="the subject attribute")
+    emit.add_argument("--partition-key", help="the partitionkey extension")
+    emit.add_argument("--to", help="where to POST (default: the running nextup dev's ingress)")
+    emit.add_argument("--structured", action="store_true", help="structured mode (default binary)")
+    emit.add_argument("--state-dir", default=".nextup", help="where nextup dev keeps dev.json")
+    emit.add_argument("--timeout", type=float, default=10.0)
+    emit.set_defaults(run=_emit)
     return root
 
 

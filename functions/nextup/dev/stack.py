@@ -1,0 +1,545 @@
+"""The body of `nextup dev`: start every part in order, show what flows, stop it all.
+
+Parts and order: Kafka (Tansu, or `--kafka`), the topics, the store, the mailbox, the
+broker ingress, the functions (or the activator, with `--scale-to-zero`), the dispatcher
+(its own process, so it can crash and be restarted like a pod), the dead-letter mirror
+and the PingSources. Stopping goes the other way. `.nextup/dev.json` says where every part
+is and which process is which, for `nextup emit` and for people.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import uvicorn
+
+from nextup.dev import deadletters, kafka, manifests, schedule
+from nextup.dev.activator import Activator
+from nextup.dev.fleet import FunctionInstance, function_env
+from nextup.dev.manifests import Destination, Eventing, PingSource
+from nextup.dev.processes import ManagedProcess, tcp_ready
+from nextup.dev.status import Board, Flow, describe
+
+STATE_FILE = "dev.json"
+PARTS = (
+    "kafka",
+    "store",
+    "mailbox",
+    "ingress",
+    "functions",
+    "dispatcher",
+    "dead-letter mirror",
+    "ping sources",
+)
+# Printed even with --quiet: what a person must not miss.
+ALWAYS_SHOWN = {"dead", "dropped", "mirrored", "cold", "process", "error", "tick"}
+NEVER_SHOWN = {"matched", "ready", "committed"}
+
+
+def default_eventing_dir() -> Path:
+    import nextup
+
+    return Path(nextup.__file__).resolve().parents[2] / "eventing"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Options:
+    port: int = 8080
+    kafka: str | None = None
+    store: str | None = None
+    eventing: Path = field(default_factory=default_eventing_dir)
+    state_dir: Path = Path(".nextup")
+    scale_to_zero: bool = False
+    idle: float = 60.0
+    routes: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+    concurrency: int = 16
+    summary_every: float = 30.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `nextup dev` stops the whole stack itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+async def serve_http(app: Any, sock: socket.socket) -> tuple[_Server, asyncio.Task[None]]:
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("HTTP server stopped while starting")
+        await asyncio.sleep(0.01)
+    return server, task
+
+
+def bind(port: int, what: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(
+            f"cannot listen on 127.0.0.1:{port} for the {what}: {exc.strerror}"
+        ) from None
+    sock.listen(1024)
+    return sock
+
+
+class DevStack:
+    def __init__(self, options: Options, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.state_dir = options.state_dir.resolve()
+        self.logs = self.state_dir / "logs"
+        self.mail_dir = self.state_dir / "mail"
+        self.dead_dir = self.state_dir / "dead-letters"
+        self.eventing: Eventing | None = None
+        self.board = Board()
+        # Every part, not yet up: GET /healthz answers 200 only once all of them are.
+        self.parts = dict.fromkeys(PARTS, False)
+        self.stop_event = asyncio.Event()
+        self.bootstrap = ""
+        self.ingress_url = f"http://127.0.0.1:{options.port}"
+        self.store_url = ""
+        self.kafka_process: ManagedProcess | None = None
+        self.dispatcher: ManagedProcess | None = None
+        self.functions: dict[str, FunctionInstance] = {}
+        self.routes: dict[str, str] = {}
+        self.activator: Activator | None = None
+        self.mailbox = None
+        self.producer = None
+        self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._dispatcher_ready = asyncio.Event()
+        self._stoppers: list[Callable[[], Awaitable[None]]] = []
+
+    # What flows
+
+    def show(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def on_flow(self, flow: Flow) -> None:
+        self.board.record(flow)
+        if flow.kind == "ready":
+            self._dispatcher_ready.set()
+        if flow.kind in ("process", "cold"):
+            self.write_state()  # pids changed
+        if flow.kind in NEVER_SHOWN:
+            return
+        if flow.kind in ALWAYS_SHOWN or not self.options.quiet:
+            self.show(describe(flow))
+
+    def on_dispatcher_line(self, line: str) -> None:
+        flow = Flow.decode(line)
+        if flow is None:
+            self.show(f"dispatcher: {line}")
+        else:
+            self.on_flow(flow)
+
+    # Starting
+
+    async def start(self) -> None:
+        began = time.monotonic()
+        options = self.options
+        self.eventing = eventing = manifests.load(options.eventing)
+        for source in eventing.ping_sources:
+            schedule.check(source)
+        self.board = Board(tuple(t.name for t in eventing.triggers))
+        for directory in (self.logs, self.mail_dir, self.dead_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        # Library warnings (aiokafka retrying a lost broker, many times a second) go to a
+        # file: the terminal is for what flows, and says itself when a part goes down.
+        logging.basicConfig(
+            filename=self.logs / "nextup-dev.log",
+            level=logging.WARNING,
+            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        )
+        # The ingress port first: a taken port is the likeliest failure; fail before starting.
+        ingress_socket = bind(options.port, "broker ingress")
+        try:
+            await self._start_kafka()
+            await kafka.ensure_topics(self.bootstrap, self._topics(eventing))
+            await self._init_store()
+            self._start_mailbox()
+            await self._start_ingress(ingress_socket)
+        except BaseException:
+            ingress_socket.close()
+            raise
+        await self._plan_functions()
+        # The functions and the dispatcher start together: each function's address is known
+        # already, and an event that reaches one still starting is retried, as in a cluster.
+        await asyncio.gather(
+            self._start_functions(), self._start_dispatcher(), self._start_mirror()
+        )
+        self._start_ping_sources()
+        self.write_state()
+        # Ready (GET /healthz) only once dev.json says where everything is.
+        self.parts["ping sources"] = True
+        self.banner(time.monotonic() - began)
+
+    def _topics(self, eventing: Eventing) -> list[kafka.Topic]:
+        topics = [kafka.Topic(b.topic, b.partitions, b.replication) for b in eventing.brokers]
+        topics += [kafka.Topic(s.topic, s.partitions, s.replication) for s in eventing.kafka_sinks]
+        return topics
+
+    async def _start_kafka(self) -> None:
+        if self.options.kafka:
+            host, port = kafka.split_address(self.options.kafka)
+            if not await tcp_ready(host, port):
+                raise RuntimeError(f"no Kafka answers at {self.options.kafka}")
+            self.bootstrap = self.options.kafka
+            self.parts["kafka"] = True
+            return
+        port = free_port()
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.kafka_process = ManagedProcess(
+            "kafka",
+            kafka.tansu_argv(port),
+            log_path=self.logs / "kafka.log",
+            ready=lambda: tcp_ready("127.0.0.1", port),
+            report=self._process_news,
+            # Tansu keeps topics and offsets in memory: a restarted one would silently hold
+            # none of them. It stays down, /healthz says so, the ingress answers 503.
+            restart=False,
+        )
+        await self.kafka_process.start()
+        self._stoppers.append(self.kafka_process.stop)
+        self.parts["kafka"] = True
+
+    async def _init_store(self) -> None:
+        from nextup.config import settings
+        from nextup.store import open_store
+
+        self.store_url = self.options.store or settings().store_url
+
+        def init() -> None:
+            store = open_store(self.store_url)
+            try:
+                store.init()
+            finally:
+                store.close()
+
+        await asyncio.to_thread(init)
+        self.parts["store"] = True
+
+    def _start_mailbox(self) -> None:
+        from nextup.dev.mailbox import Mailbox
+
+        loop = asyncio.get_running_loop()
+
+        def mailed(path: Path) -> None:
+            flow = Flow("mail", detail=f"kept in {path}")
+            loop.call_soon_threadsafe(self.on_flow, flow)
+
+        self.mailbox = Mailbox(self.mail_dir, on_mail=mailed).start(free_port())
+        self.parts["mailbox"] = True
+
+    async def _start_ingress(self, sock: socket.socket) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        from nextup.dev.ingress import Ingress
+
+        assert self.eventing is not None
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, **kafka.PRODUCER_SETTINGS
+        )
+        await self.producer.start()
+        ingress = Ingress(
+            self.eventing,
+            self.producer,
+            self.on_flow,
+            lambda: dict(self.parts),
+            lambda: self.board.snapshot(),
+        )
+        self._servers.append(await serve_http(ingress.app, sock))
+        self.ingress_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.parts["ingress"] = True
+
+    def broker_url(self, namespace: str, name: str) -> str:
+        assert self.eventing is not None
+        return self.ingress_url + self.eventing.broker(namespace, name).path
+
+    async def _plan_functions(self) -> None:
+        """A port and an environment per function; with scale-to-zero, the activator."""
+        assert self.eventing is not None
+        broker = self.eventing.brokers[0]
+        env_base = dict(os.environ)
+        wanted = [name for name in self.eventing.services() if name not in self.options.routes]
+        for name in wanted:
+            env = function_env(
+                name,
+                store_url=self.store_url,
+                smtp_url=self.mailbox.url,  # type: ignore[union-attr]
+                sink_url=self.broker_url(broker.namespace, broker.name),
+                base=env_base,
+            )
+            self.functions[name] = FunctionInstance(
+                name,
+                free_port(),
+                env,
+                self.logs,
+                self.on_flow,
+                scale_to_zero=self.options.scale_to_zero,
+                cwd=Path.cwd(),
+            )
+        self.routes = dict(self.options.routes)
+        if self.options.scale_to_zero and self.functions:
+            self.activator = Activator(self.functions, self.options.idle)
+            sock = bind(free_port(), "activator")
+            self._servers.append(await serve_http(self.activator.app, sock))
+            port = sock.getsockname()[1]
+            self.activator.start()
+            for name in self.functions:
+                self.routes[name] = self.activator.url(port, name)
+        else:
+            for name, function in self.functions.items():
+                self.routes[name] = function.url + "/"
+
+    async def _start_functions(self) -> None:
+        if not self.options.scale_to_zero:
+            await asyncio.gather(*(f.start() for f in self.functions.values()))
+        self.parts["functions"] = True
+
+    async def _start_dispatcher(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "nextup.cli",
+            "dev-dispatcher",
+            "--kafka",
+            self.bootstrap,
+            "--eventing",
+            str(self.options.eventing.resolve()),
+            "--concurrency",
+            str(self.options.concurrency),
+        ]
+        for name, url in self.routes.items():
+            argv += ["--route", f"{name}={url}"]
+        self.dispatcher = ManagedProcess(
+            "dispatcher",
+            argv,
+            log_path=self.logs / "dispatcher.log",
+            ready=self._dispatcher_is_ready,
+            on_line=self.on_dispatcher_line,
+            report=self._process_news,
+            start_timeout=60.0,
+        )
+        self.parts["dispatcher"] = False
+        await self.dispatcher.start()
+        self.parts["dispatcher"] = True
+
+    async def _dispatcher_is_ready(self) -> bool:
+        # A restarted dispatcher announces itself again; until then deliveries wait in Kafka.
+        return self._dispatcher_ready.is_set()
+
+    def _process_news(self, kind: str, name: str, detail: str) -> None:
+        if name == "dispatcher" and kind == "crashed":
+            self._dispatcher_ready.clear()
+        if name == "kafka" and kind == "exited":
+            self.parts["kafka"] = False
+            detail += "; its events are gone with it (memory storage): restart nextup dev"
+        self.on_flow(Flow("process", detail=f"{name} {kind}: {detail}"))
+
+    async def _start_mirror(self) -> None:
+        assert self.eventing is not None
+        topics = sorted({s.topic for s in self.eventing.kafka_sinks})
+        for topic in topics:
+            ready = asyncio.Event()
+            task = asyncio.create_task(
+                deadletters.mirror(
+                    self.bootstrap, topic, self.dead_dir, self.on_flow, self.stop_event, ready
+                )
+            )
+            self._tasks.append(task)
+            waiter = asyncio.create_task(ready.wait())
+            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                waiter.cancel()
+                task.result()
+        self.parts["dead-letter mirror"] = True
+
+    def _start_ping_sources(self) -> None:
+        assert self.eventing is not None
+        for source in self.eventing.ping_sources:
+            self._tasks.append(asyncio.create_task(self._ping(source), name=f"ping-{source.name}"))
+
+    def sink_url(self, destination: Destination) -> str:
+        if destination.uri:
+            return destination.uri
+        assert destination.ref is not None
+        return self.broker_url(destination.ref.namespace, destination.ref.name)
+
+    async def _ping(self, source: PingSource) -> None:
+        url = self.sink_url(source.sink)
+        async with httpx.AsyncClient() as client:
+            while not self.stop_event.is_set():
+                at = schedule.next_tick(source.schedule, source.timezone, datetime.now(UTC))
+                delay = (at - datetime.now(UTC)).total_seconds()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), max(delay, 0))
+                if self.stop_event.is_set():
+                    return
+                headers, body = schedule.tick_request(source, at)
+                try:
+                    response = await client.post(url, headers=headers, content=body, timeout=10)
+                    detail = f"{source.name} -> {response.status_code}"
+                except httpx.TransportError as exc:
+                    detail = f"{source.name} not sent: {type(exc).__name__}"
+                self.on_flow(
+                    Flow("tick", None, manifests.PING_TYPE, headers["ce-id"], detail=detail)
+                )
+
+    # Telling people where things are
+
+    def state(self) -> dict[str, Any]:
+        eventing = self.eventing
+        assert eventing is not None
+        return {
+            "ingress": self.broker_url(eventing.brokers[0].namespace, eventing.brokers[0].name),
+            "healthz": f"{self.ingress_url}/healthz",
+            "kafka": self.bootstrap,
+            "topics": [b.topic for b in eventing.brokers] + [s.topic for s in eventing.kafka_sinks],
+            "store": self.store_url,
+            "mail": str(self.mail_dir),
+            "smtp": self.mailbox.url if self.mailbox else None,
+            "dead_letters": str(self.dead_dir),
+            "logs": str(self.logs),
+            "routes": self.routes,
+            "pids": {
+                "nextup-dev": os.getpid(),
+                "kafka": self.kafka_process.pid if self.kafka_process else None,
+                "dispatcher": self.dispatcher.pid if self.dispatcher else None,
+                **{
+                    name: f.process.pid if f.process.running else None
+                    for name, f in self.functions.items()
+                },
+            },
+        }
+
+    def write_state(self) -> None:
+        if self.eventing is None:
+            return
+        path = self.state_dir / STATE_FILE
+        partial = path.with_name(f".{path.name}.part")
+        partial.write_text(json.dumps(self.state(), indent=2) + "\n")
+        partial.rename(path)
+
+    def banner(self, seconds: float) -> None:
+        eventing = self.eventing
+        assert eventing is not None
+        state = self.state()
+        kafka_kind = "external" if self.options.kafka else "tansu, in memory"
+        functions = "  ".join(
+            f"{name} {'(scaled to zero)' if self.options.scale_to_zero else url}"
+            for name, url in self.routes.items()
+        )
+        pings = ", ".join(f"{p.name} '{p.schedule}' {p.timezone}" for p in eventing.ping_sources)
+        lines = [
+            f"nextup dev is up ({seconds:.1f} s)",
+            f"  broker ingress  {state['ingress']}  (POST CloudEvents; GET {state['healthz']})",
+            f"  kafka           {self.bootstrap} ({kafka_kind})",
+            f"  topics          {', '.join(state['topics'])}",
+            f"  functions       {functions}",
+            f"  triggers        {len(eventing.triggers)}, a consumer group each "
+            "(knative-trigger-<namespace>-<name>); GET /status for the counts",
+            f"  ping sources    {pings or '-'}",
+            f"  store           {self.store_url}",
+            f"  mail            {self.mail_dir}/  (SMTP {state['smtp']})",
+            f"  dead letters    {self.dead_dir}/",
+            f"  logs            {self.logs}/",
+            "Send an event:    nextup emit todo.health.probe --data '{}'",
+            "Ctrl-C stops everything.",
+        ]
+        self.show("\n".join(lines))
+
+    # Running and stopping
+
+    async def run(self) -> None:
+        """Until `stop_event`: print the per-Trigger table whenever it changed, now and then."""
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), self.options.summary_every)
+            if self.board.changed and not self.stop_event.is_set():
+                self.show(self.board.table())
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop(grace=10.0)
+        for task in self._tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5.0)
+        if self.activator is not None:
+            await self.activator.stop()
+        await asyncio.gather(*(f.stop() for f in self.functions.values()), return_exceptions=True)
+        for server, task in reversed(self._servers):
+            server.should_exit = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5.0)
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        if self.mailbox is not None:
+            self.mailbox.stop()
+        for stopper in reversed(self._stoppers):
+            await stopper()
+        if self.eventing is not None:
+            self.show(self.board.table())
+        with contextlib.suppress(OSError):
+            (self.state_dir / STATE_FILE).unlink()
+
+
+async def main(options: Options) -> int:
+    """`nextup dev`: run until SIGINT or SIGTERM; 0 after a clean stop."""
+    import signal
+
+    stack = DevStack(options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stack.stop_event.set)
+    try:
+        starting = asyncio.create_task(stack.start())
+        stopped = asyncio.create_task(stack.stop_event.wait())
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        else:
+            stopped.cancel()
+            starting.result()
+            stack.show("")
+            await stack.run()
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"nextup dev: {exc}", file=sys.stderr)
+        await stack.stop()
+        return 1
+    stack.show("stopping ...")
+    await stack.stop()
+    stack.show("stopped.")
+    return 0

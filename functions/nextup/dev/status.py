@@ -1,0 +1,138 @@
+"""What flows through `nextup dev`, for the terminal: one line per happening, and a table
+per Trigger (events in, delivered, retried, dead-lettered, replies).
+
+The dispatcher runs in its own process and reports each happening as one JSON line on
+its stdout (`Flow.encode`); `nextup dev` reads them back (`Flow.decode`) and keeps the
+board. Formatting is pure, so it is tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+# What a Flow can say. `in`: accepted by the ingress; `matched`: passed a Trigger's filter;
+# `delivered`: a 2xx; `retried`: an attempt failed and will be retried; `dead`: sent to the
+# dead-letter sink; `dropped`: failed with no dead-letter sink; `reply`: a reply event was
+# published onto the broker; `committed`: a Trigger's committed offsets, summed;
+# `ready`/`error`/`cold`/`process`/`tick`/`mail`/`mirrored`: the runtime's own news.
+KINDS = ("in", "matched", "delivered", "retried", "dead", "dropped", "reply")
+COLUMNS = ("matched", "delivered", "retried", "dead", "dropped", "reply")
+HEADINGS = {
+    "matched": "in",
+    "delivered": "delivered",
+    "retried": "retried",
+    "dead": "dead-lettered",
+    "dropped": "dropped",
+    "reply": "replies",
+}
+
+
+@dataclass(frozen=True)
+class Flow:
+    kind: str
+    trigger: str | None = None
+    type: str | None = None
+    id: str | None = None
+    status: int | None = None
+    detail: str | None = None
+    ms: float | None = None
+    at: float = field(default_factory=time.time)
+
+    def encode(self) -> str:
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps({k: v for k, v in fields.items() if v is not None})
+
+    @classmethod
+    def decode(cls, line: str) -> Flow | None:
+        """A Flow from a dispatcher's stdout line; None for anything else it printed."""
+        if not line.startswith("{"):
+            return None
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(raw, dict) or "kind" not in raw:
+            return None
+        known = {name: raw[name] for name in cls.__dataclass_fields__ if name in raw}
+        return cls(**known)
+
+
+def describe(flow: Flow) -> str:
+    """One line for a person: when, what happened, where, to which event."""
+    clock = time.strftime("%H:%M:%S", time.localtime(flow.at))
+    parts = [clock, f"{flow.kind:<9}"]
+    if flow.trigger:
+        parts.append(flow.trigger)
+    if flow.type:
+        parts.append(flow.type)
+    if flow.id:
+        parts.append(f"id={flow.id}")
+    if flow.status is not None:
+        parts.append(f"-> {flow.status}")
+    if flow.ms is not None:
+        parts.append(f"({flow.ms:.0f} ms)")
+    if flow.detail:
+        parts.append(flow.detail)
+    return " ".join(parts)
+
+
+class Board:
+    """Counts per Trigger, and what came in through the ingress."""
+
+    def __init__(self, triggers: tuple[str, ...] = ()) -> None:
+        self.counts: dict[str, Counter[str]] = {name: Counter() for name in triggers}
+        self.ingress = 0
+        self.committed: dict[str, int] = {}
+        self.changed = False
+
+    def record(self, flow: Flow) -> None:
+        if flow.kind == "in":
+            self.ingress += 1
+        elif flow.kind == "committed" and flow.trigger:
+            # A level, not an increment: records of the topic this Trigger is done with.
+            self.committed[flow.trigger] = flow.status or 0
+            return
+        elif flow.trigger and flow.kind in COLUMNS:
+            self.counts.setdefault(flow.trigger, Counter())[flow.kind] += 1
+        else:
+            return
+        self.changed = True
+
+    def total(self, kind: str) -> int:
+        return sum(counts[kind] for counts in self.counts.values())
+
+    def snapshot(self) -> dict[str, object]:
+        """The board as JSON. `records` is how many records the broker topic holds (events
+        in plus replies); a Trigger whose `committed` equals it has dispatched them all."""
+        return {
+            "ingress": self.ingress,
+            "records": self.ingress + self.total("reply"),
+            "triggers": {
+                name: {
+                    **{c: counts[c] for c in COLUMNS},
+                    "committed": self.committed.get(name, 0),
+                }
+                for name, counts in self.counts.items()
+            },
+        }
+
+    def table(self) -> str:
+        """Events in, and one row per Trigger that saw any; idle Triggers are only counted."""
+        busy = {name: counts for name, counts in self.counts.items() if any(counts.values())}
+        width = max([len("trigger"), *map(len, busy)])
+        cells = {c: max(len(HEADINGS[c]), 5) for c in COLUMNS}
+        header = f"{'trigger':<{width}}  " + "  ".join(
+            f"{HEADINGS[c]:>{cells[c]}}" for c in COLUMNS
+        )
+        lines = [f"events in through the ingress: {self.ingress}", header]
+        for name, counts in busy.items():
+            row = "  ".join(f"{counts[c]:>{cells[c]}}" for c in COLUMNS)
+            lines.append(f"{name:<{width}}  {row}")
+        idle = len(self.counts) - len(busy)
+        if idle:
+            lines.append(f"({idle} more triggers, nothing matched yet)")
+        self.changed = False
+        return "\n".join(lines)
