@@ -228,3 +228,10 @@ def test_claim_lease_and_message_id():
 def test_remind_at_is_utc(before):
     task = weekly_task(reminder=ReminderSpec(before=before))
     assert reminders.remind_at(task).tzinfo is UTC
+
+
+def test_due_time_is_kept_on_the_task_wall_clock():
+    task = tasks.register(
+        "u1", "z1", fields(due_at="2026-11-24T08:00:00Z", timezone="Europe/Berlin"), event_key="k"
+    )
+    assert task.due_at.isoformat() == "2026-11-24T09:00:00+01:00"

@@ -1,6 +1,6 @@
 """The health function, served by functions-framework:
 
-    functions-framework --source functions/health/main.py --target handle --port 8080
+functions-framework --source functions/health/main.py --target handle --port 8080
 """
 
 from nextup.functions import HEALTH

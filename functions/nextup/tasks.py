@@ -82,12 +82,14 @@ _FIELD_NAMES = tuple(TaskFields.model_fields)
 
 
 def _resolved(fields: TaskFields, tz: tzinfo | None) -> dict:
-    """The producer's fields with naive datetimes placed in the task's zone."""
+    """The producer's fields with datetimes placed in the task's zone: naive ones read
+    there, aware ones shown there (the same instant, on the task's own wall clock)."""
     values = {
         name: getattr(fields, name) for name in _FIELD_NAMES if name in fields.model_fields_set
     }
-    if "due_at" in values:
-        values["due_at"] = localize(values["due_at"], tz)
+    if values.get("due_at") is not None:
+        due_at = localize(values["due_at"], tz)
+        values["due_at"] = due_at.astimezone(tz) if tz is not None else due_at
     if values.get("recurrence") is not None and values["recurrence"].until is not None:
         values["recurrence"] = values["recurrence"].model_copy(
             update={"until": localize(values["recurrence"].until, tz)}

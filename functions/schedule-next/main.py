@@ -1,6 +1,6 @@
 """The schedule-next function, served by functions-framework:
 
-    functions-framework --source functions/schedule-next/main.py --target handle --port 8080
+functions-framework --source functions/schedule-next/main.py --target handle --port 8080
 """
 
 from nextup.functions import SCHEDULE_NEXT
