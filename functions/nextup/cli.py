@@ -11,11 +11,16 @@ from collections.abc import Sequence
 from nextup.errors import EventError
 
 
-def _store(args: argparse.Namespace):
+def _store_url(args: argparse.Namespace) -> str:
     from nextup.config import settings
+
+    return args.store or settings().store_url
+
+
+def _store(args: argparse.Namespace):
     from nextup.store import open_store
 
-    return open_store(args.store or settings().store_url)
+    return open_store(_store_url(args))
 
 
 def _store_init(args: argparse.Namespace) -> int:
@@ -24,7 +29,7 @@ def _store_init(args: argparse.Namespace) -> int:
         store.init()
     finally:
         store.close()
-    print(f"store ready: {args.store or 'NEXTUP_STORE_URL / default'}")
+    print(f"store ready: {_store_url(args)}")
     return 0
 
 

@@ -88,8 +88,7 @@ deploy_functions() {
 
 route_triggers() {
     log "Triggers now deliver to the OpenFaaS gateway (eventing/overlays/openfaas)"
-    kubectl kustomize --load-restrictor LoadRestrictionsNone "$ROOT/eventing/overlays/openfaas" |
-        k apply -f -
+    k apply -k "$ROOT/eventing/overlays/openfaas"
     k -n "$NAMESPACE" wait trigger --all --for=condition=Ready --timeout=300s
 }
 

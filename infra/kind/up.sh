@@ -7,7 +7,7 @@
 #   4. Strimzi and a single-node KRaft Kafka (infra/kind/kafka.yaml)
 #   5. the Knative Kafka broker and sink (control and data planes)
 #   6. the four function images, built from the Dockerfile and loaded into the node
-#   7. infra/kind (functions, eventing/, settings, DynamoDB Local, Mailpit, table Job)
+#   7. infra/kind (functions, eventing/base, settings, DynamoDB Local, Mailpit, table Job)
 # Every step is idempotent: run it again after a failure, or to redeploy changed code.
 # Needs docker, kind, kubectl and curl. Set NEXTUP_KIND_CLUSTER to use another name.
 set -euo pipefail

@@ -80,10 +80,8 @@ def project_version() -> str:
 
 
 @functools.cache
-def kustomize(path: str, *, load_restrictor: str | None = None) -> tuple[Resource, ...]:
+def kustomize(path: str) -> tuple[Resource, ...]:
     command = [tool("kubectl"), "kustomize", str(ROOT / path)]
-    if load_restrictor:
-        command += ["--load-restrictor", load_restrictor]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"kustomize {path} failed:\n{done.stderr}"
     return tuple(load_stream(done.stdout))
@@ -96,9 +94,7 @@ def kind_resources() -> list[Resource]:
 
 def openfaas_eventing() -> list[Resource]:
     """The eventing overlay for OpenFaaS, rendered as docs/DEPLOY.md renders it."""
-    return copy.deepcopy(
-        list(kustomize("eventing/overlays/openfaas", load_restrictor="LoadRestrictionsNone"))
-    )
+    return copy.deepcopy(list(kustomize("eventing/overlays/openfaas")))
 
 
 def of_kind(resources: list[Resource], kind: str, api_group: str | None = None) -> list[Resource]:

@@ -279,7 +279,7 @@ def test_a_503_is_retried_with_exponential_backoff_then_succeeds(dev, recorder):
     assert trigger["retried"] - before["retried"] == 2
     attempts = received(recorder, event_id)["schedule-next"]
     assert len(attempts) == 3
-    # eventing/triggers.yaml: exponential, backoffDelay PT0.5S: 0.5 s, then 1 s.
+    # eventing/base/triggers.yaml: exponential, backoffDelay PT0.5S: 0.5 s, then 1 s.
     times = recorder.respond.times[event_id]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 0.45 <= gaps[0] < 0.9, gaps

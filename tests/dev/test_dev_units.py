@@ -21,7 +21,7 @@ from nextup.envelope import make_event
 from nextup.functions import ALL
 
 SCHEMAS = ROOT.parent / "shared" / "schemas" / "knative-v1.22"
-EVENTING = ROOT / "eventing"
+EVENTING = ROOT / "eventing" / "base"
 
 # Filters
 

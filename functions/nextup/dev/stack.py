@@ -52,7 +52,7 @@ NEVER_SHOWN = {"matched", "ready", "committed"}
 def default_eventing_dir() -> Path:
     import nextup
 
-    return Path(nextup.__file__).resolve().parents[2] / "eventing"
+    return Path(nextup.__file__).resolve().parents[2] / "eventing" / "base"
 
 
 def free_port() -> int:
