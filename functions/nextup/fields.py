@@ -106,7 +106,7 @@ WebhookUrl = Annotated[str, AfterValidator(_check_url)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=MAX_URL)
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=MAX_URL, defer_build=True)
 
 
 class RecurrenceSpec(Model):

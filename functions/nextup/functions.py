@@ -1,7 +1,8 @@
 """The four functions: what each consumes and emits, its handler and its dependencies.
 
 `functions/<name>/main.py` binds one of these to functions-framework; the eventing
-manifests and the local runtime read the same declarations.
+manifests and the local runtime read the same declarations. Handlers are named, not
+imported, so a function's cold start never loads the other three's code.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from nextup.events import (
     TASK_SCHEDULED,
     TASK_UPDATED,
 )
-from nextup.handlers import complete_task, health, schedule_next, send_reminder
 from nextup.runtime import Function
 
 COMPLETE_TASK = Function(
     name="complete-task",
     consumes=frozenset({TASK_COMPLETED}),
     emits=frozenset({OCCURRENCE_REQUESTED}),
-    handler=complete_task.handle,
+    handler="nextup.handlers.complete_task:handle",
     dependencies=("store",),
     dapr_topic="task-events",
 )
@@ -34,7 +34,7 @@ SCHEDULE_NEXT = Function(
     name="schedule-next",
     consumes=frozenset({TASK_CREATED, TASK_UPDATED, TASK_DELETED, OCCURRENCE_REQUESTED}),
     emits=frozenset({TASK_SCHEDULED}),
-    handler=schedule_next.handle,
+    handler="nextup.handlers.schedule_next:handle",
     dependencies=("store", "backend"),
     dapr_topic="task-events",
 )
@@ -42,7 +42,7 @@ SEND_REMINDER = Function(
     name="send-reminder",
     consumes=frozenset({PING, REMINDER_DUE}),
     emits=frozenset({REMINDER_SENT}),
-    handler=send_reminder.handle,
+    handler="nextup.handlers.send_reminder:handle",
     dependencies=("store", "smtp", "sink", "backend"),
     dapr_topic="reminders",
     ticks=True,
@@ -51,7 +51,7 @@ HEALTH = Function(
     name="health",
     consumes=frozenset({HEALTH_PROBE, PING}),
     emits=frozenset({HEALTH_REPORTED}),
-    handler=health.handle,
+    handler="nextup.handlers.health:handle",
     dependencies=(),
     dapr_topic="health",
     ticks=True,

@@ -93,11 +93,14 @@ async def call(
     policy: RetryPolicy,
     transient: tuple[type[BaseException], ...],
     deadline: float | None = None,
+    bounded: bool = True,
 ) -> T:
     """Run `operation`, retrying transient failures until it succeeds or the budget is spent.
 
     Raises Unavailable (503) when the dependency stays down; any other exception passes
-    through at once, since retrying a client's mistake cannot fix it.
+    through at once, since retrying a client's mistake cannot fix it. `bounded=False`
+    skips the per-attempt timeout, for operations that cannot be interrupted anyway (a
+    blocking call made on the event loop) and should not pay for a task each.
     """
     start = time.monotonic()
     stop = start + policy.budget if deadline is None else min(deadline, start + policy.budget)
@@ -106,7 +109,12 @@ async def call(
         breaker.before_call()
         attempt += 1
         try:
-            result = await asyncio.wait_for(operation(), timeout=max(0.01, stop - time.monotonic()))
+            if bounded:
+                result = await asyncio.wait_for(
+                    operation(), timeout=max(0.01, stop - time.monotonic())
+                )
+            else:
+                result = await operation()
         except transient as exc:
             breaker.failed()
             last = exc

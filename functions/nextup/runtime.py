@@ -16,6 +16,7 @@ values, so the functions use its ASGI `http` signature and this module does the 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from nextup import logs
 from nextup.config import settings as load_settings
 from nextup.envelope import MAX_BODY, CloudEvent, event_key, parse_http, to_binary
-from nextup.errors import BadRequest, EventError, PayloadTooLarge, Unavailable
+from nextup.errors import BadRequest, EventError, PayloadTooLarge, Unauthorized, Unavailable
 from nextup.events import PING, Decoded, decode
 from nextup.services import Services
 
@@ -62,7 +63,8 @@ class Function:
     name: str
     consumes: frozenset[str]
     emits: frozenset[str]
-    handler: Handler
+    # "module:attribute" of the Handler, imported on first use.
+    handler: str
     dependencies: tuple[str, ...]
     dapr_topic: str
     # Accept the OpenFaaS cron-connector's plain POST as a ping tick.
@@ -77,6 +79,10 @@ class Function:
                 f"{self.name} emits a type it consumes: {sorted(self.consumes & self.emits)}"
             )
 
+    def load_handler(self) -> Handler:
+        module, _, attribute = self.handler.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(body, status_code=status, headers=headers)
@@ -86,6 +92,8 @@ def error_response(exc: EventError) -> Response:
     headers = None
     if isinstance(exc, Unavailable):
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    elif isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     return _json(exc.body(), exc.status, headers)
 
 
@@ -162,6 +170,7 @@ class App:
 
     def __init__(self, function: Function) -> None:
         self.function = function
+        self._handler: Handler | None = None
         self._services: Services | None = None
         self._log: logging.Logger | None = None
 
@@ -172,6 +181,12 @@ class App:
             self._log = logs.configure(self.function.name, settings.log_level)
             self._services = Services(settings, self.function.name)
         return self._services
+
+    @property
+    def handler(self) -> Handler:
+        if self._handler is None:
+            self._handler = self.function.load_handler()
+        return self._handler
 
     @property
     def log(self) -> logging.Logger:
@@ -227,6 +242,10 @@ class App:
         decoded: Decoded | None = None
         outcome, error = "error", None
         try:
+            if services.settings.oidc_issuer or services.settings.oidc_audience:
+                from nextup import auth  # only functions with OIDC pay for its import
+
+                await auth.authenticate(request.headers, services.settings, services.http)
             body = await read_body(request)
             if (
                 self.function.ticks
@@ -291,7 +310,7 @@ class App:
         receipt = await services.db(store.get_receipt, scope, key, now=services.now())
         if receipt is not None:
             return _replay(receipt.reply or {}, receipt.status), "duplicate"
-        result = await fn.handler(services, event, decoded)
+        result = await self.handler(services, event, decoded)
         response = await self.deliver(event, result)
         if result.delivered is not None:
             await result.delivered()

@@ -13,16 +13,18 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-
-from nextup import backend, emit, notify
 from nextup.config import Settings
 from nextup.envelope import CloudEvent
 from nextup.errors import Unavailable
 from nextup.events import Check
 from nextup.resilience import CircuitBreaker, RetryPolicy, call
+
+if TYPE_CHECKING:  # imported where used: a cold start pays only for what its event needs
+    import httpx
+
+    from nextup import notify
 
 T = TypeVar("T")
 CHECK_TIMEOUT = 2.0
@@ -51,15 +53,26 @@ class Services:
         return self._breakers[name]
 
     async def _guarded(
-        self, name: str, operation: Callable[[], Awaitable[T]], transient: tuple
+        self,
+        name: str,
+        operation: Callable[[], Awaitable[T]],
+        transient: tuple,
+        *,
+        bounded: bool = True,
     ) -> T:
         return await call(
-            operation, breaker=self.breaker(name), policy=self.policy, transient=transient
+            operation,
+            breaker=self.breaker(name),
+            policy=self.policy,
+            transient=transient,
+            bounded=bounded,
         )
 
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(follow_redirects=False)
         return self._http
 
@@ -78,19 +91,29 @@ class Services:
         return self._store
 
     async def db(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking store call in a thread, with retries and the store's breaker."""
+        """Run a store call with retries and the store's breaker: a local store's on the
+        event loop (an SQLite call costs less than the hop to a thread), a remote one's
+        in a thread."""
         from nextup.store import StoreUnavailable
 
-        def run() -> Awaitable[T]:
-            return asyncio.to_thread(functools.partial(method, *args, **kwargs))
+        call_store = functools.partial(method, *args, **kwargs)
+        if self.store.local:
 
-        return await self._guarded("store", run, (StoreUnavailable,))
+            async def inline() -> T:
+                return call_store()
+
+            return await self._guarded("store", inline, (StoreUnavailable,), bounded=False)
+        return await self._guarded(
+            "store", lambda: asyncio.to_thread(call_store), (StoreUnavailable,)
+        )
 
     # Mail, webhooks, sink, backend
 
     @property
     def mailer(self) -> notify.Mailer | None:
         if self._mailer is None and self.settings.smtp_url:
+            from nextup import notify
+
             password = self.settings.smtp_password
             self._mailer = notify.Mailer(
                 notify.SmtpConfig.from_url(
@@ -102,6 +125,8 @@ class Services:
         return self._mailer
 
     async def mail(self, to: str, message: notify.Message) -> None:
+        from nextup import notify
+
         mailer = self.mailer
         if mailer is None:
             raise Unavailable("no SMTP server configured (NEXTUP_SMTP_URL)", field="smtp")
@@ -110,20 +135,26 @@ class Services:
         )
 
     async def webhook(self, url: str, message: notify.Message) -> None:
+        from nextup import notify
+
         await notify.WebhookPolicy(self.settings.webhook_allow).check(url)
         await self._guarded(
             "webhook", lambda: notify.post_webhook(self.http, url, message), (Unavailable,)
         )
 
     async def emit(self, event: CloudEvent) -> None:
+        from nextup.emit import post
+
         sink = self.settings.sink
         if sink is None:
             raise RuntimeError("emit() needs a sink; without one the event is the reply")
         await self._guarded(
-            "sink", lambda: emit.post(self.http, sink, event, timeout=5.0), (Unavailable,)
+            "sink", lambda: post(self.http, sink, event, timeout=5.0), (Unavailable,)
         )
 
     async def backend_create_task(self, task: dict[str, Any], *, idempotency_key: str) -> None:
+        from nextup import backend
+
         base = self.settings.backend_url
         if base:
             await self._guarded(
@@ -135,6 +166,8 @@ class Services:
             )
 
     async def backend_user_email(self, user_id: str) -> str | None:
+        from nextup import backend
+
         base = self.settings.backend_url
         if not base:
             return None
@@ -184,9 +217,13 @@ class Services:
                 "can only reply with one",
                 field="sink",
             )
-        await emit.ping(self.http, self.settings.sink, timeout=CHECK_TIMEOUT)
+        from nextup.emit import ping
+
+        await ping(self.http, self.settings.sink, timeout=CHECK_TIMEOUT)
 
     async def _check_backend(self) -> None:
+        import httpx
+
         try:
             await self.http.get(self.settings.backend_url, timeout=CHECK_TIMEOUT)
         except httpx.TransportError as exc:

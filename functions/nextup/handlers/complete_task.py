@@ -13,7 +13,7 @@ from nextup.handlers.shared import (
     existing_task,
     fields_of,
     has_task_fields,
-    refuse_foreign,
+    refuse_squatting,
     sync_reminder,
     task_outcome,
 )
@@ -28,7 +28,7 @@ async def _task(services: Services, data: TaskCompleted, key: str) -> Task:
         return await existing_task(services, data.user_id, data.task_id)
     task = await services.db(services.store.get_task, data.user_id, data.task_id)
     if task is None:
-        await refuse_foreign(services, data.user_id, data.task_id)
+        await refuse_squatting(services, data.user_id, data.task_id)
         new = tasks.register(data.user_id, data.task_id, fields_of(data), event_key=key)
         task, _ = await services.db(services.store.create_task, new)
         return task

@@ -35,6 +35,7 @@ from nextup.handlers.shared import (
     existing_task,
     fields_of,
     refuse_foreign,
+    refuse_squatting,
     sync_reminder,
     task_outcome,
 )
@@ -66,7 +67,7 @@ def _detail(task: Task, reminder) -> dict:
 
 
 async def created(services: Services, data: TaskEvent, key: str) -> Result:
-    await refuse_foreign(services, data.user_id, data.task_id)
+    await refuse_squatting(services, data.user_id, data.task_id)
     new = tasks.register(
         data.user_id,
         data.task_id,

@@ -29,17 +29,26 @@ def has_task_fields(data: TaskFields) -> bool:
     return bool(set(TaskFields.model_fields) & data.model_fields_set)
 
 
-async def refuse_foreign(services: Services, user_id: str, task_id: str) -> None:
-    """403 when the id belongs to another user; the message does not say whose it is.
+async def _refuse_owner(services: Services, user_id: str, claimed: str, task_id: str) -> None:
+    owner = await services.db(services.store.owner_of, claimed)
+    if owner is not None and owner != user_id:
+        raise Forbidden(f"task {task_id} belongs to another user", field="data.task_id")
 
-    An id shaped like another user's next occurrence (`<their series>@<time>`) is refused
-    too, before anyone can claim it: otherwise one user could squat the ids another
-    user's series will need.
-    """
-    for claimed in filter(None, (task_id, tasks.series_root(task_id))):
-        owner = await services.db(services.store.owner_of, claimed)
-        if owner is not None and owner != user_id:
-            raise Forbidden(f"task {task_id} belongs to another user", field="data.task_id")
+
+async def refuse_squatting(services: Services, user_id: str, task_id: str) -> None:
+    """403 for an id shaped like another user's next occurrence (`<their series>@<time>`),
+    before anyone can claim it: otherwise one user could squat the ids another user's
+    series will need. (`Store.create_task` refuses the id itself if someone owns it.)"""
+    root = tasks.series_root(task_id)
+    if root is not None:
+        await _refuse_owner(services, user_id, root, task_id)
+
+
+async def refuse_foreign(services: Services, user_id: str, task_id: str) -> None:
+    """403 when the id, or the series it extends, belongs to another user; the message
+    does not say whose it is."""
+    await _refuse_owner(services, user_id, task_id, task_id)
+    await refuse_squatting(services, user_id, task_id)
 
 
 async def existing_task(services: Services, user_id: str, task_id: str) -> Task:

@@ -99,6 +99,8 @@ class Store:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        # Callers may run a local store's calls inline; network calls belong in a thread.
+        self.local = backend.local
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -154,13 +156,11 @@ class Store:
 
     def _claim_id(self, user_id: str, task_id: str) -> None:
         """Make `user_id` the owner of `task_id` unless someone else already is."""
-        owner = self.owner_of(task_id)
-        if owner is None:
-            claim = Item(layout.owner_pk(task_id), layout.OWNER_SK, {"user_id": user_id}, 1)
-            if self._backend.put(claim, expect_version=0):
-                return
-            owner = self.owner_of(task_id)
-        if owner != user_id:
+        # Put first, read only when it was already claimed: one round trip for a new id.
+        claim = Item(layout.owner_pk(task_id), layout.OWNER_SK, {"user_id": user_id}, 1)
+        if self._backend.put(claim, expect_version=0):
+            return
+        if self.owner_of(task_id) != user_id:
             raise OwnedByOther(task_id)
 
     # -- tasks ---------------------------------------------------------------------------
@@ -290,16 +290,18 @@ class Store:
         """
         pk, sk = layout.scope_pk(scope), layout.receipt_sk(receipt.key)
         expires_at = math.ceil(as_utc(receipt.expires_at).timestamp())
+        expect = 0  # the usual case, a first receipt: one conditional put
         for _ in range(RECEIPT_ROUNDS):
-            item = self._backend.get(pk, sk)
-            expect = 0
-            if item is not None:
-                existing = self._load(Receipt, item)
-                if not existing.expired(now or _now()):
-                    return existing
-                expect = item.version
             if self._write(pk, sk, receipt, expect=expect, expires_at=expires_at):
                 return receipt
+            item = self._backend.get(pk, sk)
+            if item is None:
+                expect = 0
+                continue
+            existing = self._load(Receipt, item)
+            if not existing.expired(now or _now()):
+                return existing
+            expect = item.version
         raise Conflict(f"receipt {receipt.key!r} keeps changing")
 
     def purge_expired(self, now: datetime) -> int:

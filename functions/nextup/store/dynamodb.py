@@ -215,6 +215,8 @@ def _index_key(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 class DynamoBackend:
+    local = False
+
     def __init__(self, table: str, *, shards: int = DEFAULT_SHARDS, client: Any = None) -> None:
         if not TABLE_NAME.fullmatch(table):
             raise ValueError(f"not a DynamoDB table name: {table!r}")

@@ -32,6 +32,9 @@ class Item:
 
 
 class Backend(Protocol):
+    # True when calls touch only a local file: cheap enough to run on the event loop.
+    local: bool
+
     """Item I/O against one table. Methods raise `StoreUnavailable` for transient faults.
 
     Versions: `put` writes `item` exactly as given, version included; the Store chooses the

@@ -54,6 +54,8 @@ def _prefix_end(prefix: str) -> str:
 
 
 class SqliteBackend:
+    local = True
+
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = Path(path).absolute()
         self.timeout = timeout
