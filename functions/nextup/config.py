@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     retry_budget: float = Field(default=8.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_recovery: float = Field(default=15.0, gt=0)
+    # Knative's OIDC sender identity (`nextup.auth`): with both set, every event POST must
+    # carry a valid bearer token from that issuer for that audience.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_ttl: float = Field(default=300.0, gt=0)  # seconds the issuer's keys are cached
     # Running behind a Dapr sidecar, like the seed's services.
     dapr_pubsub: str = "kafka-pubsub"
     dapr_topic: str | None = None

@@ -19,7 +19,7 @@ from typing import Any
 from cloudevents.conversion import to_structured as _sdk_to_structured
 from cloudevents.http import CloudEvent
 
-from nextup.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from nextup.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "MAX_BODY",
@@ -45,6 +45,11 @@ MAX_ATTRIBUTE = {"id": 256, "source": 1024, "type": 256, "subject": 1024}
 MAX_EXTENSION_VALUE = 2048
 MAX_EXTENSIONS = 32
 _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")
+# The CloudEvents String type excludes control characters (U+0000-U+001F, U+007F-U+009F).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# All request headers together; Knative's own (ce-*, traceparent, a bearer token) are a
+# few KiB. Bigger is refused with 431 before anything reads them.
+MAX_HEADERS = 32 * 1024
 # Attributes carried from an event into everything emitted because of it (W3C trace context).
 TRACE_ATTRIBUTES = ("traceparent", "tracestate")
 
@@ -79,6 +84,14 @@ def _check_attributes(attributes: Mapping[str, Any]) -> None:
             raise BadRequest(
                 f"CloudEvent attribute {name!r} is longer than {limit} characters", field=name
             )
+        # Attribute values are strings (or a boolean or integer extension), never objects,
+        # lists or null: they are copied into headers of the events emitted in reply.
+        if isinstance(value, float) or not isinstance(value, str | bool | int):
+            raise BadRequest(f"CloudEvent attribute {name!r} is not a string", field=name)
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise BadRequest(
+                f"CloudEvent attribute {name!r} contains control characters", field=name
+            )
         if name not in (
             "specversion",
             "id",
@@ -109,6 +122,8 @@ def _json_data(body: bytes | str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("event data is not valid JSON", field="data") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise BadRequest("event data is nested too deeply", field="data") from None
 
 
 def _binary(lowered: dict[str, str], body: bytes) -> CloudEvent:
@@ -129,6 +144,8 @@ def _structured(media: str, body: bytes) -> CloudEvent:
         if media == STRUCTURED:
             raise BadRequest("structured CloudEvent body is not valid JSON") from None
         envelope = None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise BadRequest("structured CloudEvent body is nested too deeply", field="data") from None
     if not isinstance(envelope, dict) or "specversion" not in envelope:
         raise BadRequest(
             "not a CloudEvent: send ce-* headers (binary mode) or an "
@@ -158,6 +175,8 @@ def parse_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     if len(body) > MAX_BODY:
         raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes", field="data")
     lowered = {k.lower(): v for k, v in headers.items()}
+    if sum(len(k) + len(v) for k, v in lowered.items()) > MAX_HEADERS:
+        raise HeadersTooLarge(f"request headers are larger than {MAX_HEADERS} bytes")
     media = lowered.get("content-type", "").split(";", 1)[0].strip().lower()
     if media == BATCH:
         raise UnsupportedMediaType(

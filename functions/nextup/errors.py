@@ -55,6 +55,15 @@ class UnsupportedMediaType(EventError):
     status = 415
 
 
+class HeadersTooLarge(EventError):
+    """431: not retried, like every 4xx but 404, 408, 409 and 429."""
+
+    status = 431
+
+    def __init__(self, error: str, field: str | None = "headers") -> None:
+        super().__init__(error, field)
+
+
 class Unavailable(EventError):
     """A dependency is down or throttling: the broker should retry later."""
 

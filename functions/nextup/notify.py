@@ -17,7 +17,7 @@ import ipaddress
 import smtplib
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -73,7 +73,7 @@ class SmtpConfig:
     host: str
     port: int
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # never in a log line or an error
     tls: bool  # implicit TLS (smtps://)
     starttls: bool
     sender: str
@@ -84,8 +84,10 @@ class SmtpConfig:
         """`smtp://[user[:pass]@]host[:port][?starttls=true]` or `smtps://...`."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            # Not the URL itself: it may carry the password.
             raise ValueError(
-                f"NEXTUP_SMTP_URL must be smtp://host:port or smtps://host:port, not {url!r}"
+                "NEXTUP_SMTP_URL must be smtp://host:port or smtps://host:port, "
+                f"not a {parts.scheme[:16]!r} URL" + ("" if parts.hostname else " without a host")
             )
         implicit = parts.scheme == "smtps"
         return cls(
@@ -185,11 +187,21 @@ class WebhookPolicy:
             raise PermanentFailure(f"webhook host {host!r} does not resolve") from exc
         for info in infos:
             address = ipaddress.ip_address(info[4][0])
-            if not address.is_global and not self._allowed(host, address):
+            if not _public(address) and not self._allowed(host, address):
                 raise PermanentFailure(
                     f"webhook host {host!r} resolves to a non-public address; "
                     "allow it with NEXTUP_WEBHOOK_ALLOW"
                 )
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A unicast address on the public internet (`is_global` alone lets multicast by)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return address.is_global and not (
+        address.is_multicast or address.is_reserved or address.is_unspecified
+    )
 
 
 async def post_webhook(

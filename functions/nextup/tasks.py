@@ -189,6 +189,15 @@ def series_root(task_id: str) -> str | None:
     return match["root"] if match else None
 
 
+_HASHED = re.compile(r"[0-9a-f]{24}@\d{8}T\d{6}Z")
+
+
+def hashed_occurrence(task_id: str) -> bool:
+    """Whether the id has the form `next_task_id` gives the occurrences of a series whose
+    id is too long for `<series>@<time>`: the series cannot be read back from it."""
+    return _HASHED.fullmatch(task_id) is not None
+
+
 def next_task_id(series_id: str, due_at: datetime) -> str:
     """The id of the series' occurrence due at `due_at`: the same whoever asks, however often."""
     candidate = f"{series_id}@{occurrence_stamp(due_at)}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -28,7 +29,7 @@ from nextup import reminders
 from nextup.envelope import CloudEvent
 from nextup.errors import EventError, NotFound, Unavailable
 from nextup.events import REMINDER_SENT, Decoded, ReminderDue, ReminderSent
-from nextup.handlers.shared import emitted
+from nextup.handlers.shared import emitted, refuse_foreign
 from nextup.notify import Message, PermanentFailure
 from nextup.reminders import Reminder, ReminderStatus
 from nextup.runtime import Result
@@ -36,6 +37,10 @@ from nextup.services import Services
 from nextup.tasks import Task, TaskStatus
 
 PAGE = 100
+# A delivery must answer within its Trigger's timeout (PT30S), and announcing what it sent
+# takes about as long again: after this many seconds a sweep claims nothing more and
+# leaves the rest to the next tick.
+SWEEP_BUDGET = 5.0
 log = logging.getLogger("nextup.send_reminder")
 
 
@@ -46,6 +51,8 @@ async def _due(
     store = services.store
     if data is not None and data.user_id and data.task_id:
         reminder = await services.db(store.get_reminder, data.user_id, data.task_id)
+        if reminder is None:
+            await refuse_foreign(services, data.user_id, data.task_id)  # 403, not a no-op
         if reminder is not None and reminder.indexed and reminder.remind_at <= now:
             yield reminder
         return
@@ -110,7 +117,9 @@ async def _deliver(
         candidate.user_id,
         candidate.task_id,
         owner=owner,
-        now=now,
+        # The lease runs from the claim, not from the sweep's start: a long sweep would
+        # otherwise hand out leases that have already run out.
+        now=max(now, services.now()),
         lease=services.settings.reminder_lease,
     )
     if claimed is None:
@@ -170,8 +179,9 @@ async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Res
     limit = services.settings.sweep_limit if services.settings.sink else 1
     outbox: list[Reminder] = []
     counts = {"sent": 0, "cancelled": 0, "failed": 0, "announced_late": 0, "left": 0}
+    stop_claiming = time.monotonic() + SWEEP_BUDGET
     async for candidate in _due(services, data, now):
-        if len(outbox) >= limit:
+        if len(outbox) >= limit or time.monotonic() > stop_claiming:
             counts["left"] += 1
             continue
         if candidate.unannounced:

@@ -42,6 +42,14 @@ async def refuse_squatting(services: Services, user_id: str, task_id: str) -> No
     root = tasks.series_root(task_id)
     if root is not None:
         await _refuse_owner(services, user_id, root, task_id)
+    if tasks.hashed_occurrence(task_id):
+        # `<hash of a long series id>@<time>` names no series to check: only schedule-next,
+        # creating the occurrence, may claim such an id, and only its owner may use it.
+        owner = await services.db(services.store.owner_of, task_id)
+        if owner != user_id:
+            raise Forbidden(
+                f"task {task_id} is an occurrence id that is not yours", field="data.task_id"
+            )
 
 
 async def refuse_foreign(services: Services, user_id: str, task_id: str) -> None:
