@@ -149,6 +149,13 @@ def _us(value: float) -> str:
     return f"{value:,.0f} µs"
 
 
+def verdicts(results: dict) -> list[tuple[str, str, bool | None]]:
+    worst = max(results["rows"], key=lambda row: row["ours_warm"]["median_us"])
+    median = worst["ours_warm"]["median_us"]
+    measured = f"slowest {_us(median)} (`{worst['label']}`, {worst['age']})"
+    return [(f"recurrence ≤ {TARGET_US:.0f} µs median", measured, median <= TARGET_US)]
+
+
 def render(results: dict) -> str:
     rows = results["rows"]
     worst = max(row["ours_warm"]["median_us"] for row in rows)
