@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from bench import describe, events, fixtures, machine, report
-from bench.devstack import DevStack
+from bench.localstack import DevStack
 from bench.procs import ROOT, cpu_seconds
 
 RATES = (50, 100, 200, 400, 800, 1600)

@@ -40,7 +40,7 @@ from pathlib import Path
 from bench import coldstart, describe, events, fixtures, machine, peers, report, throughput
 from bench import pipeline as pipeline_bench
 from bench.baselines import FLOOR
-from bench.devstack import DevStack
+from bench.localstack import DevStack
 from bench.procs import ROOT, Server, server_cpu_split
 
 WARM = ("floor", "complete-task", "schedule-next")
