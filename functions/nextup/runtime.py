@@ -46,13 +46,16 @@ class Result:
     """What a handler did: an outcome word for logs and replies, and the events it emits.
 
     `delivered` runs once the events are out (posted to the sink, or about to be the
-    reply): a handler that keeps an outbox marks its entries done there.
+    reply): a handler that keeps an outbox marks its entries done there. `settled` runs
+    after that, whether the events went out or not: a handler releases there what it held
+    for the whole delivery.
     """
 
     outcome: str
     events: tuple[CloudEvent, ...] = ()
     detail: dict[str, Any] = field(default_factory=dict)
     delivered: Callable[[], Awaitable[None]] | None = None
+    settled: Callable[[], None] | None = None
 
 
 Handler = Callable[[Services, CloudEvent, Decoded], Awaitable[Result]]
@@ -311,9 +314,13 @@ class App:
         if receipt is not None:
             return _replay(receipt.reply or {}, receipt.status), "duplicate"
         result = await self.handler(services, event, decoded)
-        response = await self.deliver(event, result)
-        if result.delivered is not None:
-            await result.delivered()
+        try:
+            response = await self.deliver(event, result)
+            if result.delivered is not None:
+                await result.delivered()
+        finally:
+            if result.settled is not None:
+                result.settled()
         await self.remember(scope, key, response)
         return response, result.outcome
 

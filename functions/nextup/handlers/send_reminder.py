@@ -10,6 +10,11 @@ The `todo.reminder.sent` event is never lost either: a sent reminder stays in th
 index until its event is out (an outbox), and the next sweep emits what a crash left
 behind, under the same id, derived from the reminder.
 
+One instance runs one sweep at a time: a tick that finds a sweep running here answers
+at once ("coalesced"); that sweep, or the next tick, covers what it would have done. Ten
+concurrent sweeps in one process would only fight over the same claims and stretch every
+one of them past its Trigger's timeout.
+
 A reminder whose task is no longer open is cancelled, never sent. Without a sink
 (`K_SINK`) a delivery can reply with one event only, so it handles one reminder and
 leaves the rest for the next tick (readiness says why).
@@ -17,6 +22,8 @@ leaves the rest for the next tick (readiness says why).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -42,6 +49,7 @@ PAGE = 100
 # leaves the rest to the next tick.
 SWEEP_BUDGET = 5.0
 log = logging.getLogger("nextup.send_reminder")
+_sweeping = asyncio.Lock()  # held by this instance's sweep over every user
 
 
 async def _due(
@@ -174,6 +182,21 @@ def _announcement(services: Services, cause: CloudEvent, reminder: Reminder) -> 
 
 async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Result:
     data = decoded.data if isinstance(decoded.data, ReminderDue) else None
+    if data is not None and data.user_id:
+        return await _sweep(services, event, data)
+    if _sweeping.locked():
+        return Result("coalesced", detail={"reason": "a sweep is running in this instance"})
+    await _sweeping.acquire()  # free, as checked: no await between the check and here
+    try:
+        result = await _sweep(services, event, data)
+    except BaseException:
+        _sweeping.release()
+        raise
+    # Held until its announcements are out too: that is the longer half of a sweep.
+    return dataclasses.replace(result, settled=_sweeping.release)
+
+
+async def _sweep(services: Services, event: CloudEvent, data: ReminderDue | None) -> Result:
     now = services.now()
     owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
     limit = services.settings.sweep_limit if services.settings.sink else 1
