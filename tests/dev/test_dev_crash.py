@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import uuid
 
 from devstack import DevStack, alive, wait_for
@@ -54,7 +55,10 @@ def test_sigkill_of_a_function_and_the_dispatcher_mid_run_loses_and_doubles_noth
             )
             for i, (user, task) in enumerate(tasks)
         ]
-        dev.post_many(completions)
+        # Posted while the test watches: the pipeline keeps pace with the posting now, so
+        # waiting for the posts first would find the run over before any crash.
+        posting = threading.Thread(target=dev.post_many, args=(completions, 4), daemon=True)
+        posting.start()
         # In the middle of the run: some next occurrences exist, most do not yet.
         wait_for(lambda: len(next_occurrences()) >= 20, 60, "the run to be under way", 0.05)
         before = dev.state()["pids"]
@@ -71,6 +75,7 @@ def test_sigkill_of_a_function_and_the_dispatcher_mid_run_loses_and_doubles_noth
 
         wait_until(restarted, 60, "the function and the dispatcher to be restarted")
         dev.remember_pids()
+        posting.join(120)
         # The same completions delivered again on top, as a producer retrying would.
         dev.post_many(completions[: TASKS // 3])
         wait_for(lambda: len(next_occurrences()) >= TASKS, 120, "every next occurrence", 0.5)

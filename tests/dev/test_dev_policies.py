@@ -22,8 +22,9 @@ from harness import HttpRecorder, Recorded, cloud_event, wait_until
 
 
 class Subscriber:
-    """Answers per path: `/fail` 500 always, `/slow` after 1.5 s, `/ok` 202 after 50 ms; keeps
-    when each request came and how many were in flight at once, per path."""
+    """Answers per path: `/fail` 500 always, `/slow` after 1.5 s, `/ok` 202 after 50 ms,
+    `/ok-too` after 300 ms; keeps when each request came and how many were in flight at
+    once, per path."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -40,7 +41,9 @@ class Subscriber:
         try:
             if path == "/fail":
                 return 500, {"content-type": "text/plain"}, b"it broke"
-            time.sleep(1.5 if path == "/slow" else 0.05)
+            # /ok-too outlasts the time between two posts, so unordered delivery overlaps
+            # however fast the pipeline passes each event on.
+            time.sleep({"/slow": 1.5, "/ok-too": 0.3}.get(path, 0.05))
             return 202, {}, b""
         finally:
             with self.lock:

@@ -1,15 +1,19 @@
-"""The Kafka Broker's dispatcher: one consumer group per Trigger, reading the broker topic.
+"""The Kafka Broker's dispatcher: every Trigger of `eventing/`, each its own consumer group.
 
-For each record: apply the Trigger's filter; deliver what matches by HTTP POST in binary
-mode with `Prefer: reply`; retry per the Trigger's `delivery`; publish a reply event back
-onto the broker topic; send what failed for good to the dead-letter sink with Knative's
-error extensions. An offset is committed only once its event (and every one before it in
-the partition) reached such a final outcome, so a crash loses nothing: what was in flight
-is delivered again, and the functions deduplicate on `source` + `id`.
+The broker topic is read once and each record offered to every Trigger (`fanout`); each
+Trigger keeps its own place per partition and commits it in its own consumer group,
+`knative-trigger-<namespace>-<name>` (`groupoffsets`). For each record a Trigger applies
+its filter; delivers what matches by HTTP POST in binary mode with `Prefer: reply`;
+retries per its `delivery`; publishes a reply event back onto the broker topic; sends what
+failed for good to the dead-letter sink with Knative's error extensions. An offset is
+committed only once its event (and every one before it in the partition) reached such a
+final outcome, so a crash loses nothing: what was in flight is delivered again, from each
+Trigger's own committed offset, and the functions deduplicate on `source` + `id`.
 
 `delivery.order: ordered` delivers one event at a time per partition; unordered delivery
-runs up to `concurrency` events at once per Trigger. A partition whose queue is full is
-paused, so polling (and group membership) goes on while a delivery waits out its backoff.
+runs up to `concurrency` events at once per Trigger. A Trigger whose queue is full reads
+on with its own consumer at its own pace, so it neither holds the others up nor fills
+memory while a delivery waits out its backoff.
 """
 
 from __future__ import annotations
@@ -17,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from nextup.dev import binding
@@ -33,18 +36,35 @@ from nextup.dev.delivery import (
     retryable,
     succeeded,
 )
-from nextup.dev.kafka import CONSUMER_SETTINGS
+from nextup.dev.fanout import CatchUp, TopicReader
+from nextup.dev.groupoffsets import GroupOffsets
+from nextup.dev.httpclient import BadRequest, HttpClient, HttpError, Timeout
+from nextup.dev.kafka import PRODUCER_SETTINGS
 from nextup.dev.manifests import Destination, Eventing, Trigger
 from nextup.dev.offsets import PartitionOffsets
-from nextup.dev.status import Flow
+from nextup.dev.status import Flow, Sampler, Tally
 from nextup.envelope import parse_http
 from nextup.errors import EventError
 
-Report = Callable[[Flow], None]
 DEFAULT_CONCURRENCY = 16
-HIGH_WATER = 64  # records queued for one lane before its partitions are paused
+# Records queued for one lane before its Trigger reads that partition on its own: a few
+# seconds of work at full speed, so the shared stream is left only by a Trigger that lags.
+HIGH_WATER = 2000
 COMMIT_EVERY = 0.2  # seconds between commits while events keep finishing
+TALLY_EVERY = 0.25  # seconds between count reports to `nextup dev`
+FREQUENT = frozenset({"matched", "delivered", "reply"})  # counted, reported per interval
 STOP_GRACE = 3.0  # seconds in-flight deliveries get to finish when stopping
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the dispatcher on uvloop when it is installed (the `local` extra has it): its
+    sockets and timers cost about half of asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 class Stopping(Exception):
@@ -70,13 +90,15 @@ class Resolver:
 
 @dataclass
 class Answer:
-    """One delivery attempt: the status (None when nothing answered) and what came back."""
+    """One delivery attempt: the status (None when nothing answered) and what came back;
+    `final` when trying again could not change the outcome."""
 
     status: int | None
     headers: dict[str, str]
     body: bytes
     error: str | None
     ms: float
+    final: bool = False
 
 
 class Producer:
@@ -123,15 +145,14 @@ class Lane:
             task.cancel()
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, dispatcher: TriggerDispatcher) -> None:
-        self.dispatcher = dispatcher
+@dataclass
+class Place:
+    """Where a Trigger is in one partition."""
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.dispatcher.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.dispatcher.assigned(set(assigned))
+    offsets: PartitionOffsets
+    next: int  # the next offset this Trigger takes; anything below it is done or in hand
+    committed: int  # its committed position (0 when it never committed)
+    lagging: bool = False  # read by its own CatchUp reader, not from the shared stream
 
 
 class TriggerDispatcher:
@@ -140,78 +161,84 @@ class TriggerDispatcher:
         trigger: Trigger,
         *,
         topic: str,
-        bootstrap: str,
         subscriber: str,
         dead_letter: tuple[str, str] | None,
         producer: Producer,
-        client: httpx.AsyncClient,
-        report: Report,
+        client: HttpClient,
+        offsets: GroupOffsets,
+        report: Reporter,
+        catch_up: Callable[[TriggerDispatcher], CatchUp],
         concurrency: int = DEFAULT_CONCURRENCY,
+        high_water: int = HIGH_WATER,
     ) -> None:
         self.trigger = trigger
         self.topic = topic
-        self.bootstrap = bootstrap
         self.subscriber = subscriber
         # ("topic", name) for a KafkaSink, ("uri", url) for an HTTP dead-letter sink.
         self.dead_letter = dead_letter
         self.producer = producer
         self.client = client
+        self.group_offsets = offsets
         self.report = report
+        self._catch_up_factory = catch_up
+        self._catch_up: CatchUp | None = None
         self.concurrency = concurrency
-        self.offsets: dict[TopicPartition, PartitionOffsets] = {}
-        self.generation: dict[TopicPartition, int] = {}
+        self.high_water = high_water
+        self.places: dict[TopicPartition, Place] = {}
         self.lanes: dict[TopicPartition | None, Lane] = {}
-        self.paused: set[TopicPartition] = set()
-        # Committed position per partition: their sum is how many records of the topic this
-        # Trigger has finished with, which tells when everything sent has been dispatched.
-        self.positions: dict[TopicPartition, int] = {}
-        self._reported = -1
         self.stopping = asyncio.Event()
-        self.ready = asyncio.Event()
-        self.consumer: AIOKafkaConsumer | None = None
+        self._filter = trigger.filter
+        self._name = trigger.name
 
-    # The consumer loop
+    @property
+    def group(self) -> str:
+        return self.trigger.consumer_group
 
-    async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.trigger.consumer_group,
-            **CONSUMER_SETTINGS,
-        )
-        consumer.subscribe([self.topic], listener=_Rebalance(self))
-        self.consumer = consumer
-        await consumer.start()
-        last_commit = 0.0
-        try:
-            while not self.stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=100, max_records=500)
-                if consumer.assignment():
-                    self.ready.set()
-                for tp, records in batch.items():
-                    for record in records:
-                        self._accept(tp, record)
-                self._flow_control()
-                if time.monotonic() - last_commit >= COMMIT_EVERY:
-                    await self.commit()
-                    last_commit = time.monotonic()
-        finally:
-            await self._shutdown()
+    # Records in, from the shared reader or this Trigger's own
 
-    def _accept(self, tp: TopicPartition, record: Any) -> None:
-        offsets = self.offsets.setdefault(tp, PartitionOffsets())
-        try:
-            offsets.started(record.offset)
-        except ValueError:
-            # The client went back (an offset reset): count afresh from here; what was in
-            # flight finishes or is delivered again, either way nothing is skipped.
-            offsets = self.offsets[tp] = PartitionOffsets()
-            offsets.started(record.offset)
-        attributes = binding.attributes(record.headers)
-        if not self.trigger.filter(attributes):
-            offsets.finished(record.offset)
+    def start_at(self, tp: TopicPartition, offset: int, committed: int) -> None:
+        self.places[tp] = Place(PartitionOffsets(), offset, committed)
+        self.report.level(self._name, self.committed_total())
+
+    def offer(self, tp: TopicPartition, record: Any, attributes: dict[str, str]) -> None:
+        """A record from the shared reader: taken unless already had, or lagging."""
+        place = self.places[tp]
+        if record.offset < place.next or place.lagging:
             return
+        self.take(tp, record, attributes)
+
+    def take(self, tp: TopicPartition, record: Any, attributes: dict[str, str]) -> None:
+        place = self.places[tp]
+        place.next = record.offset + 1
+        if not self._filter(attributes):
+            place.offsets.passed(record.offset)
+            return
+        place.offsets.started(record.offset)
+        self.report.count(self._name, "matched")
         lane = self._lane(tp)
-        lane.queue.put_nowait((tp, self.generation.get(tp, 0), record, attributes))
+        lane.queue.put_nowait((tp, record, attributes))
+        if lane.queue.qsize() >= self.high_water and not place.lagging:
+            # Hold no more of it in memory, and hold no other Trigger up: read it ourselves.
+            place.lagging = True
+            if self._catch_up is None:
+                self._catch_up = self._catch_up_factory(self)
+            self._catch_up.add(tp)
+            self.report.show(
+                Flow("lagging", self._name, detail=f"reads partition {tp.partition} on its own")
+            )
+
+    def next_offset(self, tp: TopicPartition) -> int:
+        return self.places[tp].next
+
+    def has_room(self, tp: TopicPartition) -> bool:
+        lane = self.lanes.get(tp if self.trigger.ordered else None)
+        return lane is None or lane.queue.qsize() < max(1, self.high_water // 2)
+
+    def rejoin(self, tp: TopicPartition) -> None:
+        self.places[tp].lagging = False
+        self.report.show(
+            Flow("caught-up", self._name, detail=f"partition {tp.partition} read in common again")
+        )
 
     def _lane(self, tp: TopicPartition) -> Lane:
         key = tp if self.trigger.ordered else None
@@ -221,69 +248,38 @@ class TriggerDispatcher:
             lane = self.lanes[key] = Lane(workers, self._work)
         return lane
 
-    def _flow_control(self) -> None:
-        consumer = self.consumer
-        assert consumer is not None
-        assignment = consumer.assignment()
-        for tp in assignment:
-            lane = self.lanes.get(tp if self.trigger.ordered else None)
-            queued = lane.queue.qsize() if lane else 0
-            if tp not in self.paused and queued >= HIGH_WATER:
-                consumer.pause(tp)
-                self.paused.add(tp)
-            elif tp in self.paused and queued < HIGH_WATER // 2:
-                consumer.resume(tp)
-                self.paused.discard(tp)
+    # Commits
 
-    async def commit(self, only: set[TopicPartition] | None = None) -> None:
-        consumer = self.consumer
-        if consumer is None:
-            return
+    def committed_total(self) -> int:
+        """Records of the topic this Trigger is done with: when it equals the records on
+        the topic, everything sent has been dispatched."""
+        return sum(place.committed for place in self.places.values())
+
+    async def commit(self) -> None:
         positions = {}
-        for tp, offsets in self.offsets.items():
-            if only is not None and tp not in only:
-                continue
-            position = offsets.committable()
+        for tp, place in self.places.items():
+            position = place.offsets.committable()
             if position is not None:
                 positions[tp] = position
         if not positions:
             return
         try:
-            await consumer.commit(positions)
+            await self.group_offsets.commit(self.group, positions)
         except KafkaError as exc:
             # Not committed means delivered again later: safe, only slower.
-            self.report(Flow("error", self.trigger.name, detail=f"commit failed: {exc!r}"))
+            self.report.show(Flow("error", self._name, detail=f"commit failed: {exc!r}"))
             return
         for tp, position in positions.items():
-            if tp in self.offsets:
-                self.offsets[tp].committed(position)
-            self.positions[tp] = position
-        self._report_progress()
+            place = self.places[tp]
+            place.offsets.committed(position)
+            place.committed = position
+        self.report.level(self._name, self.committed_total())
 
-    def _report_progress(self) -> None:
-        total = sum(self.positions.values())
-        if total != self._reported:
-            self._reported = total
-            self.report(Flow("committed", self.trigger.name, status=total))
-
-    async def revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.commit(only=revoked)
-        for tp in revoked:
-            # Work still queued for these partitions belongs to their next owner now.
-            self.generation[tp] = self.generation.get(tp, 0) + 1
-            self.offsets.pop(tp, None)
-            self.paused.discard(tp)
-
-    async def assigned(self, assigned: set[TopicPartition]) -> None:
-        assert self.consumer is not None
-        for tp in assigned:
-            self.generation.setdefault(tp, 0)
-            self.offsets.pop(tp, None)
-            with contextlib.suppress(KafkaError):
-                self.positions[tp] = await self.consumer.committed(tp) or 0
-        self._report_progress()
-
-    async def _shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        """Let what is in flight finish (for a while), then commit what reached its end."""
+        self.stopping.set()
+        if self._catch_up is not None:
+            await self._catch_up.stop()
         pending = [lane.queue.join() for lane in self.lanes.values()]
         if pending:
             with contextlib.suppress(TimeoutError):
@@ -295,35 +291,25 @@ class TriggerDispatcher:
         )
         with contextlib.suppress(KafkaError):
             await self.commit()
-        if self.consumer is not None:
-            await self.consumer.stop()
-
-    def stop(self) -> None:
-        self.stopping.set()
 
     # One event
 
-    async def _work(self, item: tuple[TopicPartition, int, Any, dict[str, str]]) -> None:
-        tp, generation, record, attributes = item
-        if self.generation.get(tp, 0) != generation:
-            return  # the partition moved to another member; it delivers this event
+    async def _work(self, item: tuple[TopicPartition, Any, dict[str, str]]) -> None:
+        tp, record, attributes = item
         try:
             await self.deliver(record, attributes)
         except Stopping:
             return  # not final: stays uncommitted and is delivered again after a restart
         except Exception as exc:
             # A bug of ours: say so loudly; the offset stays uncommitted rather than lost.
-            self.report(Flow("error", self.trigger.name, detail=f"dispatch failed: {exc!r}"))
+            self.report.show(Flow("error", self._name, detail=f"dispatch failed: {exc!r}"))
             return
-        offsets = self.offsets.get(tp)
-        if offsets is not None and self.generation.get(tp, 0) == generation:
-            offsets.finished(record.offset)
+        self.places[tp].offsets.finished(record.offset)
 
     async def deliver(self, record: Any, attributes: dict[str, str]) -> None:
         """Deliver one event to its final outcome: delivered, dead-lettered or dropped."""
         trigger, delivery = self.trigger, self.trigger.delivery
         event_type, event_id = attributes.get("type"), attributes.get("id")
-        self.report(Flow("matched", trigger.name, event_type, event_id))
         headers = binding.http_headers(record.headers)
         headers["prefer"] = "reply"
         retries = 0
@@ -332,24 +318,29 @@ class TriggerDispatcher:
             if answer.status is not None and succeeded(answer.status):
                 problem = await self._reply(answer)
                 if problem is None:
-                    self.report(
-                        Flow(
-                            "delivered",
-                            trigger.name,
-                            event_type,
-                            event_id,
-                            answer.status,
-                            ms=answer.ms,
+                    self.report.count(self._name, "delivered")
+                    if self.report.sample():
+                        self.report.show(
+                            Flow(
+                                "delivered",
+                                self._name,
+                                event_type,
+                                event_id,
+                                answer.status,
+                                ms=answer.ms,
+                            )
                         )
-                    )
                     return
                 answer = Answer(answer.status, answer.headers, answer.body, problem, answer.ms)
+                break
+            if answer.final:
                 break
             if retryable(answer.status) and retries < delivery.retry:
                 retries += 1
                 wait = backoff(delivery, retries).total_seconds()
                 detail = f"{answer.error or ''} retry {retries}/{delivery.retry} in {wait:g} s"
-                self.report(
+                self.report.count(self._name, "retried")
+                self.report.show(
                     Flow(
                         "retried", trigger.name, event_type, event_id, answer.status, detail.strip()
                     )
@@ -363,37 +354,39 @@ class TriggerDispatcher:
     async def _attempt(self, headers: dict[str, str], body: bytes, timeout: float) -> Answer:
         started = time.perf_counter()
         try:
-            response = await self.client.post(
-                self.subscriber, headers=headers, content=body, timeout=timeout
-            )
-        except httpx.TimeoutException:
+            response = await self.client.post(self.subscriber, headers, body, timeout)
+        except Timeout:
             return Answer(None, {}, b"", f"no answer within {timeout:g} s", _ms(started))
-        except httpx.TransportError as exc:
-            return Answer(None, {}, b"", f"unreachable: {type(exc).__name__}", _ms(started))
-        return Answer(
-            response.status_code, dict(response.headers), response.content, None, _ms(started)
-        )
+        except BadRequest as exc:
+            # Sending it again would not change it: straight to the dead-letter sink.
+            return Answer(None, {}, b"", f"cannot send: {exc}", _ms(started), final=True)
+        except HttpError as exc:
+            return Answer(None, {}, b"", f"unreachable: {exc}", _ms(started))
+        return Answer(response.status, response.headers, response.body, None, _ms(started))
 
     async def _reply(self, answer: Answer) -> str | None:
         """Publish the reply event, if the answer carries one; a problem if it is not valid."""
-        lowered = {k.lower(): v for k, v in answer.headers.items()}
-        media = lowered.get("content-type", "").split(";", 1)[0].strip().lower()
-        if "ce-specversion" not in lowered and media != "application/cloudevents+json":
+        headers = answer.headers  # names lower-cased by the client
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if "ce-specversion" not in headers and media != "application/cloudevents+json":
             return None  # a plain body (e.g. a 202's JSON) is not a reply
         try:
-            event = parse_http(lowered, answer.body)
+            event = parse_http(headers, answer.body)
         except EventError as exc:
             return f"reply is not a valid CloudEvent: {exc.error}"
         record = binding.record_from_event(event)
         await self.producer.send(self.topic, record)
-        self.report(Flow("reply", self.trigger.name, event["type"], event["id"]))
+        self.report.count(self._name, "reply")
+        if self.report.sample():
+            self.report.show(Flow("reply", self._name, event["type"], event["id"]))
         return None
 
     async def _fail(self, record: Any, answer: Answer, event_type, event_id) -> None:
-        name = self.trigger.name
+        name = self._name
         reason = answer.error or _snippet(answer.body)
         if self.dead_letter is None:
-            self.report(Flow("dropped", name, event_type, event_id, answer.status, reason))
+            self.report.count(name, "dropped")
+            self.report.show(Flow("dropped", name, event_type, event_id, answer.status, reason))
             return
         extensions = error_extensions(self.subscriber, answer.status, answer.body)
         headers = binding.with_extensions(record.headers, extensions)
@@ -402,7 +395,8 @@ class TriggerDispatcher:
             await self.producer.send(target, binding.Record(record.key, record.value, headers))
         else:
             await self._post_dead_letter(target, headers, record.value)
-        self.report(
+        self.report.count(name, "dead")
+        self.report.show(
             Flow("dead", name, event_type, event_id, answer.status, f"{reason} -> {target}")
         )
 
@@ -410,12 +404,12 @@ class TriggerDispatcher:
         delay = 0.2
         while True:
             try:
-                response = await self.client.post(
-                    url, headers=binding.http_headers(headers), content=body, timeout=30.0
-                )
-                if succeeded(response.status_code) or not retryable(response.status_code):
+                response = await self.client.post(url, binding.http_headers(headers), body, 30.0)
+                if succeeded(response.status) or not retryable(response.status):
                     return
-            except httpx.TransportError:
+            except BadRequest:
+                return  # cannot be sent to this sink, ever
+            except HttpError:
                 pass
             if await self._wait_or_stop(delay):
                 raise Stopping
@@ -448,50 +442,95 @@ def dead_letter_target(eventing: Eventing, trigger: Trigger) -> tuple[str, str] 
     return ("uri", sink.uri)
 
 
+class Reporter:
+    """How the dispatcher tells `nextup dev` what happens: counts per Trigger and committed
+    levels, written as one `Tally` line per interval; `show` for lines a person should see,
+    `sample` to let only a few of the chatty ones through."""
+
+    def __init__(self, write: Callable[[str], None], flush_every: float = TALLY_EVERY) -> None:
+        self.write = write
+        self.tally = Tally()
+        self.sampler = Sampler()
+        self.flush_every = flush_every
+
+    def count(self, trigger: str, kind: str) -> None:
+        self.tally.add(trigger, kind)
+        if kind not in FREQUENT:
+            self.flush()  # a retry or a dead letter is news: no need to wait for the interval
+
+    def level(self, trigger: str, committed: int) -> None:
+        self.tally.level(trigger, committed)
+
+    def show(self, flow: Flow) -> None:
+        self.write(flow.encode())
+
+    def sample(self) -> bool:
+        return self.sampler.allow()
+
+    def flush(self) -> None:
+        self.tally.hidden += self.sampler.take_hidden()
+        line = self.tally.flush()
+        if line is not None:
+            self.write(line)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.flush_every)
+            self.flush()
+
+
 async def run_dispatchers(
     eventing: Eventing,
     bootstrap: str,
     routes: dict[str, str],
-    report: Report,
+    report: Reporter,
     stop: asyncio.Event,
     concurrency: int = DEFAULT_CONCURRENCY,
+    high_water: int = HIGH_WATER,
 ) -> None:
-    """Every Trigger's dispatcher, until `stop` is set; reports `ready` once all of them
-    have joined their consumer groups."""
-    from nextup.dev.kafka import PRODUCER_SETTINGS
+    """Every Trigger's dispatcher, until `stop` is set; reports `ready` once the broker
+    topics are assigned and every Trigger knows where it resumes."""
+    from aiokafka.client import AIOKafkaClient
 
     resolver = Resolver(routes)
     kafka_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
     await kafka_producer.start()
+    kafka_client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await kafka_client.bootstrap()
+    offsets = GroupOffsets(kafka_client)
     producer = Producer(kafka_producer, stop)
-    async with contextlib.AsyncExitStack() as clients:
-        dispatchers = []
+    client = HttpClient()
+    reader: TopicReader | None = None
+    dispatchers: list[TriggerDispatcher] = []
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        followers: dict[str, list[Any]] = {}
         for trigger in eventing.triggers:
-            broker = eventing.broker(trigger.namespace, trigger.broker)
-            # One small pool per Trigger: httpcore scans its whole pool on every request.
-            width = broker.partitions if trigger.ordered else concurrency
-            limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
-            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
-            dispatchers.append(
-                TriggerDispatcher(
-                    trigger,
-                    topic=broker.topic,
-                    bootstrap=bootstrap,
-                    subscriber=resolver.url(trigger.subscriber),
-                    dead_letter=dead_letter_target(eventing, trigger),
-                    producer=producer,
-                    client=client,
-                    report=report,
-                    concurrency=concurrency,
-                )
+            topic = eventing.broker(trigger.namespace, trigger.broker).topic
+            dispatcher = TriggerDispatcher(
+                trigger,
+                topic=topic,
+                subscriber=resolver.url(trigger.subscriber),
+                dead_letter=dead_letter_target(eventing, trigger),
+                producer=producer,
+                client=client,
+                offsets=offsets,
+                report=report,
+                catch_up=lambda d: CatchUp(bootstrap, d, reader.seen),  # type: ignore[union-attr]
+                concurrency=concurrency,
+                high_water=high_water,
             )
-        tasks = [asyncio.create_task(d.run(), name=d.trigger.name) for d in dispatchers]
-
-        async def announce() -> None:
-            await asyncio.gather(*(d.ready.wait() for d in dispatchers))
-            report(Flow("ready", detail=f"{len(dispatchers)} triggers"))
-
-        announcer = asyncio.create_task(announce())
+            dispatchers.append(dispatcher)
+            followers.setdefault(topic, []).append(dispatcher)
+        reader = TopicReader(bootstrap, followers, offsets)
+        await reader.start()
+        report.flush()  # every Trigger's committed level, before saying ready
+        report.show(Flow("ready", detail=f"{len(dispatchers)} triggers"))
+        tasks = [
+            asyncio.create_task(reader.run(stop), name="reader"),
+            asyncio.create_task(_commit_loop(dispatchers, stop), name="commits"),
+        ]
         stopped = asyncio.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -499,27 +538,43 @@ async def run_dispatchers(
                 if task is not stopped and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
-            for dispatcher in dispatchers:
-                dispatcher.stop()
-            announcer.cancel()
             stopped.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await kafka_producer.stop()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(d.shutdown() for d in dispatchers), return_exceptions=True)
+        report.flush()
+        if reader is not None:
+            await reader.stop()
+        await client.aclose()
+        await kafka_producer.stop()
+        await kafka_client.close()
+
+
+async def _commit_loop(dispatchers: list[TriggerDispatcher], stop: asyncio.Event) -> None:
+    """Every Trigger commits what reached its final outcome, every COMMIT_EVERY seconds."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), COMMIT_EVERY)
+        await asyncio.gather(*(d.commit() for d in dispatchers))
 
 
 def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency: int) -> int:
-    """The dispatcher as its own process (`nextup dev-dispatcher`): Flow lines on stdout,
-    stops on SIGTERM or SIGINT, and when the `nextup dev` that started it is gone."""
+    """The dispatcher as its own process (`nextup dev-dispatcher`): Tally and Flow lines on
+    stdout, stops on SIGTERM or SIGINT, and when the `nextup dev` that started it is gone."""
     import os
     import signal
+    import sys
     from pathlib import Path
 
     from nextup.dev.manifests import load
 
     eventing = load(Path(eventing_dir))
+    out = sys.stdout
 
-    def report(flow: Flow) -> None:
-        print(flow.encode(), flush=True)
+    def write(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -533,11 +588,20 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
                 await asyncio.sleep(1.0)
             stop.set()
 
+        report = Reporter(write)
         watcher = asyncio.create_task(orphaned())
+        reporter = asyncio.create_task(report.run(stop))
+        # How many events one Trigger may hold queued before it reads on its own: small
+        # in tests that make a Trigger lag, large (a few seconds of work) otherwise.
+        high_water = int(os.environ.get("NEXTUP_DEV_QUEUE_LIMIT") or HIGH_WATER)
         try:
-            await run_dispatchers(eventing, bootstrap, routes, report, stop, concurrency)
+            await run_dispatchers(
+                eventing, bootstrap, routes, report, stop, concurrency, high_water
+            )
         finally:
             watcher.cancel()
+            stop.set()
+            await reporter
 
-    asyncio.run(main())
+    run_loop(main())
     return 0

@@ -22,7 +22,6 @@ from starlette.routing import Route
 
 from nextup.dev import binding
 from nextup.dev.manifests import Broker, Eventing
-from nextup.dev.status import Flow
 from nextup.envelope import parse_http
 from nextup.errors import EventError, PayloadTooLarge
 from nextup.runtime import read_body
@@ -39,7 +38,7 @@ class Ingress:
         self,
         eventing: Eventing,
         producer: AIOKafkaProducer,
-        report: Callable[[Flow], None],
+        report: Callable[[str, str, str | None], None],
         parts: Callable[[], dict[str, bool]],
         counts: Callable[[], dict[str, object]] = dict,
     ) -> None:
@@ -101,8 +100,5 @@ class Ingress:
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
-        key = record.key.decode() if record.key else None
-        self.report(
-            Flow("in", None, event["type"], event["id"], detail=f"key={key}" if key else None)
-        )
+        self.report(event["type"], event["id"], record.key.decode() if record.key else None)
         return Response(status_code=202)

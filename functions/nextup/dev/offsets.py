@@ -25,6 +25,13 @@ class PartitionOffsets:
         heapq.heappush(self._heap, offset)
         self._next = offset + 1
 
+    def passed(self, offset: int) -> None:
+        """An offset that reached its outcome as it arrived (filtered out): only the high
+        mark moves, which is all a commit needs from it."""
+        if self._next is not None and offset < self._next:
+            raise ValueError(f"offset {offset} arrived after {self._next - 1}")
+        self._next = offset + 1
+
     def finished(self, offset: int) -> None:
         self._in_flight.discard(offset)
         while self._heap and self._heap[0] not in self._in_flight:

@@ -31,7 +31,7 @@ from nextup.dev.activator import Activator
 from nextup.dev.fleet import FunctionInstance, function_env
 from nextup.dev.manifests import Destination, Eventing, PingSource
 from nextup.dev.processes import ManagedProcess, tcp_ready
-from nextup.dev.status import Board, Flow, describe
+from nextup.dev.status import COLUMNS, Board, Flow, Sampler, Tally, describe
 
 STATE_FILE = "dev.json"
 PARTS = (
@@ -47,6 +47,9 @@ PARTS = (
 # Printed even with --quiet: what a person must not miss.
 ALWAYS_SHOWN = {"dead", "dropped", "mirrored", "cold", "process", "error", "tick"}
 NEVER_SHOWN = {"matched", "ready", "committed"}
+# One line per event for these only while they come slowly (a first session reads them);
+# at hundreds a second the table and GET /status say more than a scrolling terminal.
+SAMPLED = {"in", "delivered", "reply"}
 
 
 def default_eventing_dir() -> Path:
@@ -137,6 +140,7 @@ class DevStack:
         self._tasks: list[asyncio.Task[Any]] = []
         self._dispatcher_ready = asyncio.Event()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
+        self._sampler = Sampler()
 
     # What flows
 
@@ -145,6 +149,16 @@ class DevStack:
 
     def on_flow(self, flow: Flow) -> None:
         self.board.record(flow)
+        self.display(flow)
+
+    def on_event_in(self, event_type: str, event_id: str, key: str | None) -> None:
+        """The ingress took an event: counted always, shown while events come slowly."""
+        self.board.ingress += 1
+        self.board.changed = True
+        if not self.options.quiet and self._sampler.allow():
+            self.show(describe(Flow("in", None, event_type, event_id, detail=key and f"key={key}")))
+
+    def display(self, flow: Flow) -> None:
         if flow.kind == "ready":
             self._dispatcher_ready.set()
         if flow.kind in ("process", "cold"):
@@ -155,9 +169,18 @@ class DevStack:
             self.show(describe(flow))
 
     def on_dispatcher_line(self, line: str) -> None:
+        tally = Tally.decode(line)
+        if tally is not None:
+            self.board.add(tally)
+            hidden = int(str(tally.get("hidden") or 0)) + self._sampler.take_hidden()
+            if hidden and not self.options.quiet:
+                self.show(f"         ... {hidden} more not shown (GET /status for the counts)")
+            return
         flow = Flow.decode(line)
         if flow is None:
             self.show(f"dispatcher: {line}")
+        elif flow.kind in COLUMNS:
+            self.display(flow)  # counted by the dispatcher's tallies already
         else:
             self.on_flow(flow)
 
@@ -272,7 +295,7 @@ class DevStack:
         ingress = Ingress(
             self.eventing,
             self.producer,
-            self.on_flow,
+            self.on_event_in,
             lambda: dict(self.parts),
             lambda: self.board.snapshot(),
         )

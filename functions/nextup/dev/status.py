@@ -1,16 +1,19 @@
 """What flows through `nextup dev`, for the terminal: one line per happening, and a table
 per Trigger (events in, delivered, retried, dead-lettered, replies).
 
-The dispatcher runs in its own process and reports each happening as one JSON line on
-its stdout (`Flow.encode`); `nextup dev` reads them back (`Flow.decode`) and keeps the
-board. Formatting is pure, so it is tested without a terminal.
+The dispatcher runs in its own process. It counts what happens per Trigger and sends the
+counts as one JSON line per interval (`Tally`), not one line per event: at a thousand
+events a second, writing and parsing a line per happening cost more than delivering.
+Happenings a person should see go as `Flow` lines too, for display only; the chatty ones
+(events in, delivered, replies) through a `Sampler` that lets a few per second through and
+says how many it held back. Formatting is pure, so it is tested without a terminal.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 # What a Flow can say. `in`: accepted by the ingress; `matched`: passed a Trigger's filter;
@@ -101,6 +104,20 @@ class Board:
             return
         self.changed = True
 
+    def add(self, tally: dict[str, object]) -> None:
+        """Counts and committed levels from a dispatcher's `Tally` line."""
+        counts = tally.get("counts") or {}
+        assert isinstance(counts, dict)
+        for trigger, kinds in counts.items():
+            board = self.counts.setdefault(trigger, Counter())
+            for kind, n in kinds.items():
+                if kind in COLUMNS:
+                    board[kind] += n
+                    self.changed = True
+        committed = tally.get("committed") or {}
+        assert isinstance(committed, dict)
+        self.committed.update(committed)
+
     def total(self, kind: str) -> int:
         return sum(counts[kind] for counts in self.counts.values())
 
@@ -136,3 +153,73 @@ class Board:
             lines.append(f"({idle} more triggers, nothing matched yet)")
         self.changed = False
         return "\n".join(lines)
+
+
+class Tally:
+    """What happened per Trigger since the last flush, and each Trigger's committed level:
+    the dispatcher's report to `nextup dev`, one JSON line per interval."""
+
+    def __init__(self) -> None:
+        self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.committed: dict[str, int] = {}
+        self.hidden = 0
+
+    def add(self, trigger: str, kind: str) -> None:
+        self.counts[trigger][kind] += 1
+
+    def level(self, trigger: str, committed: int) -> None:
+        self.committed[trigger] = committed
+
+    def flush(self) -> str | None:
+        """The line to send, None when nothing happened; starts a new interval."""
+        if not self.counts and not self.committed and not self.hidden:
+            return None
+        line = json.dumps(
+            {
+                "tally": {
+                    "counts": {t: dict(c) for t, c in self.counts.items()},
+                    "committed": self.committed,
+                    "hidden": self.hidden,
+                }
+            }
+        )
+        self.counts.clear()
+        self.committed = {}
+        self.hidden = 0
+        return line
+
+    @staticmethod
+    def decode(line: str) -> dict[str, object] | None:
+        if not line.startswith('{"tally"'):
+            return None
+        try:
+            tally = json.loads(line)["tally"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return tally if isinstance(tally, dict) else None
+
+
+class Sampler:
+    """At most `per_second` lines a second get through (a token bucket); the rest are
+    counted, so the terminal can say how many it did not show."""
+
+    def __init__(self, per_second: float = 20.0, clock=time.monotonic) -> None:
+        self.per_second = per_second
+        self.clock = clock
+        self.tokens = per_second
+        self.last = clock()
+        self.hidden = 0
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.per_second, self.tokens + (now - self.last) * self.per_second)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.hidden += 1
+        return False
+
+    def take_hidden(self) -> int:
+        hidden, self.hidden = self.hidden, 0
+        return hidden

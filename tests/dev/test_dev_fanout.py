@@ -1,0 +1,211 @@
+"""One read of the broker topic for every Trigger, each in its own consumer group: a Trigger
+that lags reads on by itself without holding the others up, each group's committed offsets
+are real Kafka offsets, and after a SIGKILL of the dispatcher each Trigger resumes from
+its own committed offset: nothing lost, nothing it had committed delivered again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from devstack import DevStack, alive, wait_for
+
+from harness import HttpRecorder, Recorded, cloud_event, wait_until
+
+TOPIC = "knative-broker-dev-local"
+QUICK, PATIENT = "knative-trigger-dev-quick", "knative-trigger-dev-patient"
+SLOW = 0.2  # seconds the patient subscriber takes per event
+
+
+class Subscriber:
+    """`/quick` answers at once, `/patient` after SLOW seconds; keeps when each came."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.arrivals: dict[str, list[tuple[float, str]]] = defaultdict(list)
+
+    def __call__(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            self.arrivals[request.path].append((time.monotonic(), request.headers["ce-id"]))
+        if request.path == "/patient":
+            time.sleep(SLOW)
+        return 202, {}, b""
+
+    def ids(self, path: str, prefix: str) -> list[str]:
+        with self.lock:
+            return [i for _, i in self.arrivals[path] if i.startswith(prefix)]
+
+
+def trigger(name: str, uri: str, ordered: bool = False) -> dict:
+    doc = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name, "namespace": "dev"},
+        "spec": {
+            "broker": "local",
+            "filter": {"attributes": {"type": "test.fan"}},
+            "subscriber": {"uri": uri},
+        },
+    }
+    if ordered:
+        doc["metadata"]["annotations"] = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
+    return doc
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[HttpRecorder]:
+    server = HttpRecorder(respond=Subscriber()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory, recorder: HttpRecorder) -> Iterator[DevStack]:
+    work = tmp_path_factory.mktemp("dev-fanout")
+    manifests: Path = work / "eventing"
+    manifests.mkdir()
+    docs = [
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": {"name": "local", "namespace": "dev"},
+        },
+        trigger("quick", f"{recorder.url}/quick"),
+        trigger("patient", f"{recorder.url}/patient", ordered=True),
+    ]
+    (manifests / "eventing.yaml").write_text(yaml.safe_dump_all(docs))
+    with pytest.MonkeyPatch.context() as mp:
+        # A Trigger with more than 4 events queued reads on with its own consumer.
+        mp.setenv("NEXTUP_DEV_QUEUE_LIMIT", "4")
+        stack = DevStack(work, eventing=manifests).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def post_in_order(dev: DevStack, ids: list[str]) -> None:
+    # One partition key, posted one by one: their order on the partition is known.
+    for event_id in ids:
+        headers, body = cloud_event("test.fan", {}, id_=event_id, partitionkey="fan")
+        assert dev.post(headers, body, path="/dev/local").status_code == 202
+
+
+def kafka_view(bootstrap: str) -> tuple[dict[str, int], dict[str, int | None], int]:
+    """Read with a plain aiokafka client: offset per event id, each group's committed
+    offset on the events' partition, and that partition's end offset."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> tuple[dict[str, int], dict[str, int | None], int]:
+        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await reader.start()
+        try:
+            await reader.topics()
+            parts = [TopicPartition(TOPIC, p) for p in reader.partitions_for_topic(TOPIC)]
+            reader.assign(parts)
+            await reader.seek_to_beginning(*parts)
+            ends = await reader.end_offsets(parts)
+            offsets: dict[str, int] = {}
+            where: TopicPartition | None = None
+            while any([await reader.position(tp) < ends[tp] for tp in parts]):
+                for tp, records in (await reader.getmany(timeout_ms=200)).items():
+                    for record in records:
+                        if record.key == b"fan":
+                            offsets[dict(record.headers)["ce_id"].decode()] = record.offset
+                            where = tp
+        finally:
+            await reader.stop()
+        assert where is not None
+        committed: dict[str, int | None] = {}
+        for group in (QUICK, PATIENT):
+            # Never commits: a reader in the group must not move what it looks at.
+            member = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+            )
+            await member.start()
+            try:
+                member.assign([where])
+                committed[group] = await member.committed(where)
+            finally:
+                await member.stop()
+        return offsets, committed, ends[where]
+
+    return asyncio.run(run())
+
+
+def test_a_lagging_trigger_reads_on_by_itself_and_holds_no_other_up(dev, recorder):
+    subscriber: Subscriber = recorder.respond
+    ids = [f"lag-{n:02d}" for n in range(30)]
+    post_in_order(dev, ids)
+    posted = time.monotonic()
+    wait_for(lambda: len(subscriber.ids("/quick", "lag-")) == 30, 30, "the quick Trigger")
+    done_quick = max(t for t, i in subscriber.arrivals["/quick"] if i.startswith("lag-"))
+    # The patient one needs 6 s for them all; the quick one did not wait for it.
+    assert done_quick - posted < 1.5, "the quick Trigger waited for the patient one"
+    wait_for(lambda: len(subscriber.ids("/patient", "lag-")) == 30, 30, "the patient Trigger")
+    left = [
+        t for t, i in subscriber.arrivals["/patient"] if i.startswith("lag-") and t > done_quick
+    ]
+    assert len(left) >= 5, "the patient Trigger had no backlog: make it slower"
+    assert subscriber.ids("/patient", "lag-") == ids, "in order, each once"
+    assert sorted(subscriber.ids("/quick", "lag-")) == ids
+    log = dev.log()
+    assert "lagging" in log and "patient" in log and "caught-up" in log, log
+
+
+def test_each_trigger_resumes_from_its_own_committed_offset_after_a_dispatcher_sigkill(
+    dev, recorder
+):
+    subscriber: Subscriber = recorder.respond
+    ids = [f"kill-{n:02d}" for n in range(60)]
+    post_in_order(dev, ids)
+    bootstrap = dev.state()["kafka"]
+
+    def split() -> tuple[dict[str, int], dict[str, int | None], int] | None:
+        """Once the quick group committed everything and the patient one a part of it."""
+        view = kafka_view(bootstrap)
+        _, committed, end = view
+        patient = committed[PATIENT] or 0
+        return view if committed[QUICK] == end and 0 < patient < end - 20 else None
+
+    offsets, committed, end = wait_for(split, 30, "the groups to be apart", every=0.1)
+    before = dev.state()["pids"]["dispatcher"]
+    os.kill(before, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(
+        lambda: (pid := dev.state()["pids"]["dispatcher"]) not in (None, before) and alive(pid),
+        60,
+        "the dispatcher to be restarted",
+    )
+    dev.remember_pids()
+    wait_for(lambda: len(set(subscriber.ids("/patient", "kill-"))) == 60, 60, "every event")
+    dev.wait_drained(60)
+
+    quick = Counter(subscriber.ids("/quick", "kill-"))
+    assert set(quick) == set(ids) and max(quick.values()) == 1, "quick had committed them all"
+    patient = subscriber.ids("/patient", "kill-")
+    assert set(patient) == set(ids), "lost"
+    resumed = committed[PATIENT]
+    assert resumed is not None
+    # What the patient group had committed was not delivered again; the first delivery
+    # after the restart is the event at its committed offset.
+    done = {i for i in ids if offsets[i] < resumed}
+    counts = Counter(patient)
+    assert all(counts[i] == 1 for i in done), "delivered again though committed"
+    after = [i for t, i in subscriber.arrivals["/patient"] if t > killed_at + 0.5]
+    first = next(i for i in after if i.startswith("kill-"))
+    assert offsets[first] == resumed, (first, offsets[first], resumed)
+    # Its order held across the crash: each event's first delivery in offset order.
+    firsts = list(dict.fromkeys(patient))
+    assert firsts == sorted(firsts, key=offsets.__getitem__)
+    # Both groups hold real Kafka offsets at the end of the partition now.
+    _, committed, end = kafka_view(bootstrap)
+    assert committed == {QUICK: end, PATIENT: end}
