@@ -217,6 +217,25 @@ def run(spec: Spec) -> Outcome:
     return asyncio.run(generate(spec))
 
 
+def in_process(spec: dict) -> dict:
+    """Run a load generator for `spec` in a process of its own (`python -m bench.loadgen`,
+    pinned by the spec's `cpu` if given) and return its outcome."""
+    import subprocess
+    from pathlib import Path
+
+    answer = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    if answer.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{answer.stderr[-3000:]}")
+    return json.loads(answer.stdout)
+
+
 def main() -> int:
     spec = Spec(**json.load(sys.stdin))
     json.dump(asdict(run(spec)), sys.stdout)

@@ -9,72 +9,28 @@ its start time).
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-from bench.procs import children, free_port, kill_if_same, start_time
+from bench.procs import children, kill_if_same, start_time
+from nextup.dev.child import INGRESS_PATH, DevChild
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 
 
-class DevStack:
+class DevStack(DevChild):
+    """`nextup.dev.child.DevChild` that knows its process trees (to measure their CPU) and
+    makes sure none of them outlives the benchmark."""
+
     def __init__(self, workdir: Path, *args: str) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.state_dir = workdir / ".nextup"
-        self.store_url = f"sqlite:///{workdir / 'state.db'}"
-        self.args = list(args)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ingress_path = "/nextup/nextup"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "nextup-dev.out"
-        self.pids: dict[int, str] = {}
+        super().__init__(workdir, "--quiet", *args, start_timeout=START_TIMEOUT)
+        self.pids: dict[int, str] = {}  # pid -> its start time, to kill only that process
+        self.ingress_path = INGRESS_PATH
 
     def start(self) -> DevStack:
-        argv = [sys.executable, "-m", "nextup.cli", "dev", "--port", str(self.port), "--quiet"]
-        argv += ["--state-dir", str(self.state_dir), "--store", self.store_url, *self.args]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._healthy():
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nextup dev exited with {self.process.returncode}:\n{self.log()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"nextup dev not healthy in {START_TIMEOUT:.0f} s:\n{self.log()}"
-                )
-            time.sleep(0.1)
+        super().start()
         self._remember()
         return self
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.base + "/healthz", timeout=2) as answer:
-                return answer.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def state(self) -> dict[str, Any]:
-        return json.loads((self.state_dir / "dev.json").read_text())
 
     def _remember(self) -> None:
         listed = [pid for pid in self.state()["pids"].values() if pid]
@@ -102,29 +58,12 @@ class DevStack:
     def topic(self) -> str:
         return self.state()["topics"][0]
 
-    def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.base + "/status", timeout=10) as answer:
-            return json.load(answer)
-
-    def drained(self, status: dict[str, Any] | None = None) -> bool:
-        """Every Trigger has committed every record on the broker topic: all dispatched."""
-        status = status or self.status()
-        return all(t["committed"] >= status["records"] for t in status["triggers"].values())
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
-
     def stop(self) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self._remember()
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        with contextlib.suppress(TimeoutError):  # killed; what it left is reaped below
+            super().stop(STOP_TIMEOUT)
         for pid, started in self.pids.items():
             kill_if_same(pid, started)
         self.pids.clear()

@@ -33,17 +33,15 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from bench import describe, events, fixtures, machine, report
+from bench import describe, events, fixtures, loadgen, machine, report
 from bench.localstack import DevStack
-from bench.procs import ROOT, cpu_seconds
+from bench.procs import cpu_seconds
 
 RATES = (50, 100, 200, 400, 800, 1600)
 QUICK_RATES = (50, 200)
@@ -198,17 +196,7 @@ def _post(stack: DevStack, template: str, count: int, rate: float | None, limit_
         "rate": rate,
         "keep": True,
     }
-    answer = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen"],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    if answer.returncode != 0:
-        raise RuntimeError(f"poster failed:\n{answer.stderr[-3000:]}")
-    return json.loads(answer.stdout)
+    return loadgen.in_process(spec)
 
 
 def _wait(stack: DevStack, before: dict, count: int) -> tuple[dict, bool]:

@@ -19,7 +19,6 @@ minutes apart at most.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from bench import describe, events, fixtures, machine, peers, report
+from bench import describe, events, fixtures, loadgen, machine, peers, report
 from bench.baselines import FLOOR
 from bench.procs import ROOT, Server, free_port, function_argv, pin, server_cpu_split
 
@@ -150,17 +149,7 @@ def _ready_path(target: Target) -> str:
 
 def generate(spec: dict) -> dict:
     """Run the load generator in its own process (pinned by the spec's `cpu`)."""
-    answer = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen"],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    if answer.returncode != 0:
-        raise RuntimeError(f"load generator failed:\n{answer.stderr[-3000:]}")
-    result = json.loads(answer.stdout)
+    result = loadgen.in_process(spec)
     result.pop("records", None)
     return result
 

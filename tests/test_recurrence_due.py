@@ -138,3 +138,27 @@ def test_naive_series_start() -> None:
 def test_invalid_rule() -> None:
     with pytest.raises(RuleError, match="INTERVAL must be a positive integer"):
         due("FREQ=DAILY;INTERVAL=0", due_at=at(8), completed_at=at(8))
+
+
+@pytest.mark.parametrize("function", ["complete-task", "send-reminder", "health"])
+def test_functions_that_compute_no_occurrence_do_not_import_the_engine(function):
+    """The engine is imported on first use (cold start): loading a function that never
+    computes an occurrence leaves it out; schedule-next's first occurrence brings it in."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    main = Path(__file__).resolve().parents[1] / "functions" / function / "main.py"
+    probe = (
+        "import runpy, sys; "
+        f"runpy.run_path({str(main)!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith('nextup.recurrence.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['nextup.recurrence.errors', 'nextup.recurrence.mode']"
+    # ...and the names are all there when asked for.
+    import nextup.recurrence as recurrence
+
+    assert callable(recurrence.next_occurrence) and callable(recurrence.parse_rule)
+    with pytest.raises(AttributeError):
+        recurrence.no_such_name  # noqa: B018

@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from nextup.recurrence import Mode, parse_rule
+from nextup.recurrence import Mode
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 MAX_TITLE = 500
@@ -120,6 +120,8 @@ class RecurrenceSpec(Model):
     @field_validator("rule")
     @classmethod
     def _valid_rule(cls, rule: str) -> str:
+        from nextup.recurrence.syntax import parse_rule  # the engine, on first use
+
         parse_rule(rule)
         return rule
 

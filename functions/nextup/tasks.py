@@ -30,7 +30,6 @@ from nextup.fields import (
     localize,
     zone,
 )
-from nextup.recurrence import next_due
 
 
 class TaskStatus(StrEnum):
@@ -245,6 +244,8 @@ def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | N
     completed_at = request.completed_at.astimezone(tz)
     due_at = (request.due_at or completed_at).astimezone(tz)
     series_start = (request.series_start or due_at).astimezone(tz)
+    from nextup.recurrence.due import next_due  # the engine: schedule-next only
+
     spec = request.recurrence
     nxt = next_due(
         spec.rule,

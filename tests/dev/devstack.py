@@ -1,5 +1,5 @@
-"""`nextup dev` as a test peer: the real command in its own process, on free ports, with
-its state (store, mail, dead letters, logs) under a temporary directory.
+"""`nextup dev` as a test peer (`nextup.dev.child`): the real command in its own process,
+on free ports, with its state (store, mail, dead letters, logs) under a temporary directory.
 
 Waiting is on conditions (`/healthz`, `/status`, files, the store) with deadlines; a stack
 that does not come up fails the test. `stop()` sends SIGINT, as Ctrl-C does, and checks
@@ -12,9 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -24,9 +21,7 @@ from typing import Any
 import httpx
 
 from harness import ROOT, wait_until
-from peers import free_port
-
-START_TIMEOUT = 90.0
+from nextup.dev.child import DevChild
 
 
 def wait_for(predicate, timeout: float, message: str, every: float = 0.25):
@@ -55,68 +50,25 @@ def alive(pid: int) -> bool:
     return True
 
 
-class DevStack:
+class DevStack(DevChild):
+    """`nextup.dev.child.DevChild` with what tests ask of it: posting events, waiting for
+    the dispatch to drain, the dead letters and mail it wrote, and a stop that checks
+    every process it started is gone."""
+
     def __init__(self, workdir: Path, *args: str, eventing: Path | None = None) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.state_dir = workdir / ".nextup"
-        self.store_url = f"sqlite:///{workdir / 'state.db'}"
-        self.args = list(args)
         if eventing is not None:
-            self.args += ["--eventing", str(eventing)]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ingress = f"{self.base}/nextup/nextup"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "nextup-dev.out"
+            args = (*args, "--eventing", str(eventing))
+        super().__init__(workdir, *args)
         self.pids: set[int] = set()
 
     def start(self) -> DevStack:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "nextup.cli", "dev", "--port", str(self.port)]
-        argv += ["--state-dir", str(self.state_dir), "--store", self.store_url, *self.args]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._healthy():
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nextup dev exited with {self.process.returncode}:\n{self.log()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop(check=False)
-                raise RuntimeError(
-                    f"nextup dev not healthy in {START_TIMEOUT:.0f} s:\n{self.log()}"
-                )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(0.1)
+        super().start()
         self.remember_pids()
         return self
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def state(self) -> dict[str, Any]:
-        return json.loads((self.state_dir / "dev.json").read_text())
 
     def remember_pids(self) -> None:
         state = self.state()
         self.pids |= {pid for pid in state["pids"].values() if pid}
-
-    def status(self) -> dict[str, Any]:
-        return httpx.get(f"{self.base}/status", timeout=5).json()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
 
     def post(self, headers: dict, body: bytes, path: str = "/nextup/nextup") -> httpx.Response:
         return httpx.post(self.base + path, headers=headers, content=body, timeout=10)
@@ -139,11 +91,6 @@ class DevStack:
 
         asyncio.run(run())
 
-    def drained(self) -> bool:
-        """Every Trigger has committed every record on the broker topic: all dispatched."""
-        status = self.status()
-        return all(t["committed"] >= status["records"] for t in status["triggers"].values())
-
     def wait_drained(self, timeout: float = 60.0) -> dict[str, Any]:
         wait_for(self.drained, timeout, "every Trigger to dispatch every record")
         return self.status()
@@ -157,19 +104,14 @@ class DevStack:
 
     def stop(self, check: bool = True) -> None:
         """Ctrl-C: SIGINT to `nextup dev` alone; it must stop every child and exit 0."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            self.remember_pids()
-        process.send_signal(signal.SIGINT)
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self.remember_pids()
         try:
-            code = process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(f"nextup dev did not stop within 60 s:\n{self.log()}") from None
-        if check:
+            code = super().stop()
+        except TimeoutError as exc:
+            raise AssertionError(str(exc)) from None
+        if check and code is not None:
             assert code == 0, f"nextup dev exited with {code}:\n{self.log()}"
             left = [pid for pid in self.pids if alive(pid)]
             assert not left, f"processes left behind: {left}"

@@ -11,8 +11,9 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -99,12 +100,12 @@ def post_in_order(dev: DevStack, ids: list[str]) -> None:
         assert dev.post(headers, body, path="/dev/local").status_code == 202
 
 
-def kafka_view(bootstrap: str) -> tuple[dict[str, int], dict[str, int | None], int]:
-    """Read with a plain aiokafka client: offset per event id, each group's committed
-    offset on the events' partition, and that partition's end offset."""
+def record_offsets(bootstrap: str) -> tuple[dict[str, int], Any, int]:
+    """Read with a plain aiokafka client: the offset of each event keyed `fan`, their
+    partition, and its end offset."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    async def run() -> tuple[dict[str, int], dict[str, int | None], int]:
+    async def run() -> tuple[dict[str, int], Any, int]:
         reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await reader.start()
         try:
@@ -114,7 +115,7 @@ def kafka_view(bootstrap: str) -> tuple[dict[str, int], dict[str, int | None], i
             await reader.seek_to_beginning(*parts)
             ends = await reader.end_offsets(parts)
             offsets: dict[str, int] = {}
-            where: TopicPartition | None = None
+            where = None
             while any([await reader.position(tp) < ends[tp] for tp in parts]):
                 for tp, records in (await reader.getmany(timeout_ms=200)).items():
                     for record in records:
@@ -124,19 +125,40 @@ def kafka_view(bootstrap: str) -> tuple[dict[str, int], dict[str, int | None], i
         finally:
             await reader.stop()
         assert where is not None
-        committed: dict[str, int | None] = {}
-        for group in (QUICK, PATIENT):
-            # Never commits: a reader in the group must not move what it looks at.
-            member = AIOKafkaConsumer(
+        return offsets, where, ends[where]
+
+    return asyncio.run(run())
+
+
+def committed_when(
+    bootstrap: str, where: Any, holds: Callable[[dict[str, int | None]], bool], timeout: float
+) -> dict[str, int | None]:
+    """Each group's committed offset on `where`, polled (by a client in each group that
+    never commits) until `holds` is true of them."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def run() -> dict[str, int | None]:
+        members = {
+            group: AIOKafkaConsumer(
                 bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
             )
+            for group in (QUICK, PATIENT)
+        }
+        for member in members.values():
             await member.start()
-            try:
-                member.assign([where])
-                committed[group] = await member.committed(where)
-            finally:
+            member.assign([where])
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                committed = {g: await m.committed(where) for g, m in members.items()}
+                if holds(committed):
+                    return committed
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"committed offsets never held: {committed}")
+                await asyncio.sleep(0.05)
+        finally:
+            for member in members.values():
                 await member.stop()
-        return offsets, committed, ends[where]
 
     return asyncio.run(run())
 
@@ -168,17 +190,17 @@ def test_each_trigger_resumes_from_its_own_committed_offset_after_a_dispatcher_s
     ids = [f"kill-{n:02d}" for n in range(60)]
     post_in_order(dev, ids)
     bootstrap = dev.state()["kafka"]
+    offsets, where, end = record_offsets(bootstrap)
 
-    def split() -> tuple[dict[str, int], dict[str, int | None], int] | None:
-        """Once the quick group committed everything and the patient one a part of it."""
-        view = kafka_view(bootstrap)
-        _, committed, end = view
-        patient = committed[PATIENT] or 0
-        return view if committed[QUICK] == end and 0 < patient < end - 20 else None
+    def apart(committed: dict[str, int | None]) -> bool:
+        """The quick group committed everything, the patient one only a part of it."""
+        return committed[QUICK] == end and 0 < (committed[PATIENT] or 0) < end - 20
 
-    offsets, committed, end = wait_for(split, 30, "the groups to be apart", every=0.1)
+    committed_when(bootstrap, where, apart, 30)
     before = dev.state()["pids"]["dispatcher"]
     os.kill(before, signal.SIGKILL)
+    # Where each group stood when the dispatcher died (nothing commits for it now).
+    committed = committed_when(bootstrap, where, lambda c: True, 10)
     killed_at = time.monotonic()
     wait_until(
         lambda: (pid := dev.state()["pids"]["dispatcher"]) not in (None, before) and alive(pid),
@@ -207,5 +229,5 @@ def test_each_trigger_resumes_from_its_own_committed_offset_after_a_dispatcher_s
     firsts = list(dict.fromkeys(patient))
     assert firsts == sorted(firsts, key=offsets.__getitem__)
     # Both groups hold real Kafka offsets at the end of the partition now.
-    _, committed, end = kafka_view(bootstrap)
-    assert committed == {QUICK: end, PATIENT: end}
+    # (fails the test if they do not get there)
+    committed_when(bootstrap, where, lambda c: c == {QUICK: end, PATIENT: end}, 30)

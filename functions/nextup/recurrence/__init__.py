@@ -52,10 +52,35 @@ python-dateutil remains the reference: the differential tests compare thousands 
 generated rules, starts and zones against its brute force, instant for instant.
 """
 
-from nextup.recurrence.due import Mode, next_due
+from typing import TYPE_CHECKING
+
 from nextup.recurrence.errors import RuleError
-from nextup.recurrence.model import Rule
-from nextup.recurrence.search import next_occurrence
-from nextup.recurrence.syntax import parse_rule
+from nextup.recurrence.mode import Mode
+
+if TYPE_CHECKING:
+    from nextup.recurrence.due import next_due
+    from nextup.recurrence.model import Rule
+    from nextup.recurrence.search import next_occurrence
+    from nextup.recurrence.syntax import parse_rule
 
 __all__ = ["Mode", "Rule", "RuleError", "next_due", "next_occurrence", "parse_rule"]
+
+# The engine costs ~40-90 ms to import: every function imports this package for `Mode`
+# and `RuleError`, only the ones that parse or compute a rule pay for the rest, on first use.
+_LAZY = {
+    "next_due": "nextup.recurrence.due",
+    "Rule": "nextup.recurrence.model",
+    "next_occurrence": "nextup.recurrence.search",
+    "parse_rule": "nextup.recurrence.syntax",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

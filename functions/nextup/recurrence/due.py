@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from nextup.recurrence.errors import RuleError
+from nextup.recurrence.mode import Mode
 from nextup.recurrence.search import aware, next_after
 from nextup.recurrence.syntax import parse_rule
-
-
-class Mode(StrEnum):
-    """How the next task of a series is dated.
-
-    SCHEDULE: on the series' fixed schedule, the next occurrence after the later of the
-    due date and the completion; missed occurrences are skipped, never piled up.
-    COMPLETION: from the completion (Todoist ``every!``, Things "after completion"): the
-    rule restarts at the moment the task was completed.
-    """
-
-    SCHEDULE = "schedule"
-    COMPLETION = "completion"
 
 
 def next_due(
