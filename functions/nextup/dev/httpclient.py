@@ -18,9 +18,11 @@ if TYPE_CHECKING:
     import aiohttp
 
 MAX_BODY = 16 * 1024 * 1024  # an answer larger than this is not a reply this broker takes
-# Idle keep-alive connections are dropped before uvicorn's own 5 s keep-alive timeout, so a
-# delivery never goes out on a connection the function is closing at that very moment.
-KEEPALIVE = 4.0
+# An idle keep-alive connection is not reused after this many seconds. functions-framework
+# serves through gunicorn, whose keep-alive (2 s by default) its uvicorn worker adopts: a
+# connection idle longer may be closing at the very moment a delivery is written to it,
+# and that delivery would count as a failed attempt.
+KEEPALIVE = 1.0
 # Framing headers are aiohttp's to set; a delivery's own would contradict them.
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
