@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from harness import ROOT, wait_until
 from nextup.dev.child import DevChild
@@ -48,6 +49,39 @@ def alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         return state != "Z"
     return True
+
+
+def trigger(name: str, event_type: str, uri: str, *, ordered: bool = False, **delivery) -> dict:
+    """A Trigger of the broker `local` in namespace `dev`, filtering on the event type."""
+    doc = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name, "namespace": "dev"},
+        "spec": {
+            "broker": "local",
+            "filter": {"attributes": {"type": event_type}},
+            "subscriber": {"uri": uri},
+        },
+    }
+    if delivery:
+        doc["spec"]["delivery"] = delivery
+    if ordered:
+        doc["metadata"]["annotations"] = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
+    return doc
+
+
+def manifests(workdir: Path, *triggers: dict) -> Path:
+    """An `eventing/` directory with the broker `local` (namespace `dev`) and `triggers`:
+    events for it are posted to the ingress at `/dev/local`."""
+    directory = workdir / "eventing"
+    directory.mkdir()
+    broker = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "local", "namespace": "dev"},
+    }
+    (directory / "eventing.yaml").write_text(yaml.safe_dump_all([broker, *triggers]))
+    return directory
 
 
 class DevStack(DevChild):
@@ -117,4 +151,4 @@ class DevStack(DevChild):
             assert not left, f"processes left behind: {left}"
 
 
-__all__ = ["ROOT", "DevStack", "alive", "wait_for", "wait_until"]
+__all__ = ["ROOT", "DevStack", "alive", "manifests", "trigger", "wait_for", "wait_until"]

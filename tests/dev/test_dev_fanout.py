@@ -12,12 +12,10 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from devstack import DevStack, alive, wait_for
+from devstack import DevStack, alive, manifests, trigger, wait_for
 
 from harness import HttpRecorder, Recorded, cloud_event, wait_until
 
@@ -45,22 +43,6 @@ class Subscriber:
             return [i for _, i in self.arrivals[path] if i.startswith(prefix)]
 
 
-def trigger(name: str, uri: str, ordered: bool = False) -> dict:
-    doc = {
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Trigger",
-        "metadata": {"name": name, "namespace": "dev"},
-        "spec": {
-            "broker": "local",
-            "filter": {"attributes": {"type": "test.fan"}},
-            "subscriber": {"uri": uri},
-        },
-    }
-    if ordered:
-        doc["metadata"]["annotations"] = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
-    return doc
-
-
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[HttpRecorder]:
     server = HttpRecorder(respond=Subscriber()).start()
@@ -71,22 +53,15 @@ def recorder() -> Iterator[HttpRecorder]:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory, recorder: HttpRecorder) -> Iterator[DevStack]:
     work = tmp_path_factory.mktemp("dev-fanout")
-    manifests: Path = work / "eventing"
-    manifests.mkdir()
-    docs = [
-        {
-            "apiVersion": "eventing.knative.dev/v1",
-            "kind": "Broker",
-            "metadata": {"name": "local", "namespace": "dev"},
-        },
-        trigger("quick", f"{recorder.url}/quick"),
-        trigger("patient", f"{recorder.url}/patient", ordered=True),
-    ]
-    (manifests / "eventing.yaml").write_text(yaml.safe_dump_all(docs))
+    eventing = manifests(
+        work,
+        trigger("quick", "test.fan", f"{recorder.url}/quick"),
+        trigger("patient", "test.fan", f"{recorder.url}/patient", ordered=True),
+    )
     with pytest.MonkeyPatch.context() as mp:
         # A Trigger with more than 4 events queued reads on with its own consumer.
         mp.setenv("NEXTUP_DEV_QUEUE_LIMIT", "4")
-        stack = DevStack(work, eventing=manifests).start()
+        stack = DevStack(work, eventing=eventing).start()
     try:
         yield stack
     finally:

@@ -12,11 +12,9 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
-from devstack import DevStack
+from devstack import DevStack, manifests, trigger
 
 from harness import HttpRecorder, Recorded, cloud_event, wait_until
 
@@ -50,24 +48,6 @@ class Subscriber:
                 self.in_flight[path] -= 1
 
 
-def trigger(name: str, event_type: str, uri: str, *, ordered: bool = False, **delivery) -> dict:
-    doc = {
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Trigger",
-        "metadata": {"name": name, "namespace": "dev"},
-        "spec": {
-            "broker": "local",
-            "filter": {"attributes": {"type": event_type}},
-            "subscriber": {"uri": uri},
-        },
-    }
-    if delivery:
-        doc["spec"]["delivery"] = delivery
-    if ordered:
-        doc["metadata"]["annotations"] = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
-    return doc
-
-
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[HttpRecorder]:
     server = HttpRecorder(respond=Subscriber()).start()
@@ -78,15 +58,9 @@ def recorder() -> Iterator[HttpRecorder]:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory, recorder: HttpRecorder) -> Iterator[DevStack]:
     work = tmp_path_factory.mktemp("dev-policies")
-    manifests: Path = work / "eventing"
-    manifests.mkdir()
     url = recorder.url
-    docs = [
-        {
-            "apiVersion": "eventing.knative.dev/v1",
-            "kind": "Broker",
-            "metadata": {"name": "local", "namespace": "dev"},
-        },
+    eventing = manifests(
+        work,
         trigger(
             "give-up",
             "test.fail",
@@ -108,9 +82,8 @@ def dev(tmp_path_factory: pytest.TempPathFactory, recorder: HttpRecorder) -> Ite
         trigger("nowhere", "test.drop", f"{url}/fail"),
         trigger("in-order", "test.order", f"{url}/ok", ordered=True),
         trigger("any-order", "test.order", f"{url}/ok-too"),
-    ]
-    (manifests / "eventing.yaml").write_text(yaml.safe_dump_all(docs))
-    stack = DevStack(work, "--concurrency", "8", eventing=manifests).start()
+    )
+    stack = DevStack(work, "--concurrency", "8", eventing=eventing).start()
     try:
         yield stack
     finally:
