@@ -212,6 +212,57 @@ class FunctionProcess:
         self._log.close()
 
 
+# The credentials moto server takes; the endpoint is the test's own.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@dataclass
+class FunctionGroup:
+    """Function processes over one store, with the mail server and the HTTP recorder they
+    talk to. `launch` initialises the store and starts each function with its own env;
+    if one fails to start, everything started so far is stopped."""
+
+    store_url: str
+    env: dict[str, str]
+    mail: MailServer
+    web: HttpRecorder
+    functions: dict[str, FunctionProcess] = field(default_factory=dict)
+    store: Any = None  # nextup.store.Store, opened by `launch`
+
+    def launch(self, names: tuple[str, ...], env_for: Callable[[str], dict[str, str]]) -> None:
+        from nextup.store import open_store
+
+        self.store = open_store(self.store_url)
+        self.store.init()
+        try:
+            for name in names:
+                self.functions[name] = FunctionProcess(name, env_for(name)).start()
+        except Exception:
+            self.stop()
+            raise
+
+    def url(self, name: str) -> str:
+        return self.functions[name].url
+
+    def urls(self) -> dict[str, str]:
+        return {name: f.url for name, f in self.functions.items()}
+
+    def log_lines(self) -> list[dict]:
+        return [line for f in self.functions.values() for line in f.log_lines()]
+
+    def stop(self) -> None:
+        for process in self.functions.values():
+            process.stop()
+        self.mail.stop()
+        self.web.stop()
+        if self.store is not None:
+            self.store.close()
+
+
 def cloud_event(
     type_: str, data: Any, *, id_: str, source: str = "/tests", **extensions: str
 ) -> tuple[dict, bytes]:

@@ -6,13 +6,11 @@ backend, webhooks and the sink, and the store (SQLite file or DynamoDB on moto s
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from harness import FunctionProcess, HttpRecorder, MailServer, Recorded
-from nextup.store import Store, open_store
+from harness import AWS_TEST_ENV, FunctionGroup, HttpRecorder, MailServer, Recorded
 
 FUNCTIONS = ("complete-task", "schedule-next", "send-reminder", "health")
 
@@ -31,28 +29,9 @@ def backend_answer(request: Recorded) -> tuple[int, dict[str, str], bytes]:
     return 201, {"content-type": "application/json"}, b"{}"
 
 
-@dataclass
-class Stack:
-    store_url: str
-    env: dict[str, str]
-    mail: MailServer
-    web: HttpRecorder
-    functions: dict[str, FunctionProcess] = field(default_factory=dict)
-    store: Store | None = None
-
-    def url(self, name: str) -> str:
-        return self.functions[name].url
-
+class Stack(FunctionGroup):
     def post(self, name: str, headers: dict, body: bytes, path: str = "/") -> httpx.Response:
         return httpx.post(self.url(name) + path, headers=headers, content=body, timeout=30)
-
-    def stop(self) -> None:
-        for process in self.functions.values():
-            process.stop()
-        self.mail.stop()
-        self.web.stop()
-        if self.store is not None:
-            self.store.close()
 
 
 def store_env(
@@ -62,12 +41,7 @@ def store_env(
         path = tmp_path_factory.mktemp("state") / "state.db"
         return f"sqlite:///{path}", {}
     table = f"nextup-{uuid.uuid4().hex[:10]}"
-    return f"dynamodb://{table}", {
-        "AWS_ENDPOINT_URL_DYNAMODB": moto or "",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
+    return f"dynamodb://{table}", {"AWS_ENDPOINT_URL_DYNAMODB": moto or "", **AWS_TEST_ENV}
 
 
 def start_stack(
@@ -98,12 +72,5 @@ def start_stack(
     stack = Stack(store_url, env, mail, web)
     for name, value in aws.items():
         mp.setenv(name, value)  # the test process reads the same store as the functions
-    stack.store = open_store(store_url)
-    stack.store.init()
-    try:
-        for name in names:
-            stack.functions[name] = FunctionProcess(name, env).start()
-    except Exception:
-        stack.stop()
-        raise
+    stack.launch(names, lambda name: env)
     return stack

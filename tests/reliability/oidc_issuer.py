@@ -1,9 +1,10 @@
 """A real OIDC issuer for tests: discovery document and JWKS over HTTP on loopback, and
 tokens signed with real keys generated here (RSA 2048, and P-256 for ES256).
 
-Only the issuer's public side is served; tokens are minted in the test process. Keys can
-be rotated, the JWKS can be made to fail (`down`), and every request is counted, so tests
-can see the functions' caching and refetching from the outside.
+Only the issuer's public side is served (by a `harness.HttpRecorder`); tokens are minted
+in the test process. Keys can be rotated, the JWKS can be made to fail (`down`), and every
+request is recorded, so tests can see the functions' caching and refetching from the
+outside.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import hmac
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
+
+from harness import HttpRecorder, Recorded
 
 AUDIENCE = "nextup/complete-task"
 
@@ -37,10 +39,10 @@ class Issuer:
     def __init__(self) -> None:
         self.keys: dict[str, Any] = {}
         self.published: list[str] = []  # kids in the served JWKS
-        self.requests: list[str] = []
         self.down = False  # answer 503 to everything
         self._lock = threading.Lock()
         self.url = ""
+        self._server: HttpRecorder | None = None
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -69,9 +71,13 @@ class Issuer:
             keys.append(entry)
         return {"keys": keys}
 
+    @property
+    def requests(self) -> list[str]:
+        """The path of every request served so far."""
+        return [r.path for r in self._server.requests] if self._server else []
+
     def count(self, path: str) -> int:
-        with self._lock:
-            return sum(1 for p in self.requests if p == path)
+        return self.requests.count(path)
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -114,46 +120,32 @@ class Issuer:
 
     # -- server --------------------------------------------------------------------------
 
+    def _answer(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if self.down:
+            return _json(503, {"error": "down"})
+        if request.path == "/.well-known/openid-configuration":
+            return _json(
+                200,
+                {
+                    "issuer": self.url,
+                    "jwks_uri": f"{self.url}/openid/v1/jwks",
+                    "response_types_supported": ["id_token"],
+                    "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                },
+            )
+        if request.path == "/openid/v1/jwks":
+            return _json(200, self.jwks())
+        return _json(404, {"error": "not found"})
+
     def start(self) -> Issuer:
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with issuer._lock:
-                    issuer.requests.append(self.path)
-                if issuer.down:
-                    return self._send(503, {"error": "down"})
-                if self.path == "/.well-known/openid-configuration":
-                    return self._send(
-                        200,
-                        {
-                            "issuer": issuer.url,
-                            "jwks_uri": f"{issuer.url}/openid/v1/jwks",
-                            "response_types_supported": ["id_token"],
-                            "subject_types_supported": ["public"],
-                            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-                        },
-                    )
-                if self.path == "/openid/v1/jwks":
-                    return self._send(200, issuer.jwks())
-                return self._send(404, {"error": "not found"})
-
-            def _send(self, status: int, body: dict) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = HttpRecorder(respond=self._answer).start()
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
+
+
+def _json(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return status, {"content-type": "application/json"}, json.dumps(body).encode()

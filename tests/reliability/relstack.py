@@ -7,20 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from storedump import dump
 
-from harness import FunctionProcess, HttpRecorder, MailServer
-from nextup.store import Store, open_store
-
-AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-}
+from harness import AWS_TEST_ENV, FunctionGroup, HttpRecorder, MailServer
 
 
 def store_url_for(kind: str, tmp: Path) -> str:
@@ -29,14 +21,12 @@ def store_url_for(kind: str, tmp: Path) -> str:
     return f"dynamodb://rel-{uuid.uuid4().hex[:10]}"
 
 
-@dataclass
-class FunctionSet:
-    store_url: str
-    env: dict[str, str]
-    mail: MailServer
-    sink: HttpRecorder
-    functions: dict[str, FunctionProcess] = field(default_factory=dict)
-    store: Store | None = None
+class FunctionSet(FunctionGroup):
+    """The group with the HTTP recorder as the sink of send-reminder's events."""
+
+    @property
+    def sink(self) -> HttpRecorder:
+        return self.web
 
     @classmethod
     def start(
@@ -69,26 +59,20 @@ class FunctionSet:
         }
         if kind == "dynamodb":
             assert moto, "a moto server endpoint is needed for DynamoDB"
-            for name, value in {**AWS, "AWS_ENDPOINT_URL_DYNAMODB": moto}.items():
+            for name, value in {**AWS_TEST_ENV, "AWS_ENDPOINT_URL_DYNAMODB": moto}.items():
                 mp.setenv(name, value)  # the test process reads the real endpoint
-            base.update(AWS, AWS_ENDPOINT_URL_DYNAMODB=store_endpoint or moto)
-        stack = cls(store_url, base, mail, sink)
-        stack.store = open_store(store_url)
-        stack.store.init()
-        try:
-            for name in names:
-                function_env = dict(base)
-                if name == "send-reminder":
-                    function_env["K_SINK"] = sink_url or f"{sink.url}/sink"
-                function_env.update((per_function or {}).get(name, {}))
-                stack.functions[name] = FunctionProcess(name, function_env).start()
-        except Exception:
-            stack.stop()
-            raise
-        return stack
+            base.update(AWS_TEST_ENV, AWS_ENDPOINT_URL_DYNAMODB=store_endpoint or moto)
 
-    def urls(self) -> dict[str, str]:
-        return {name: f.url for name, f in self.functions.items()}
+        def env_for(name: str) -> dict[str, str]:
+            function_env = dict(base)
+            if name == "send-reminder":
+                function_env["K_SINK"] = sink_url or f"{sink.url}/sink"
+            function_env.update((per_function or {}).get(name, {}))
+            return function_env
+
+        stack = cls(store_url, base, mail, sink)
+        stack.launch(names, env_for)
+        return stack
 
     def dump(self) -> list[tuple]:
         return dump(self.store_url)
@@ -105,14 +89,3 @@ class FunctionSet:
             for r in self.sink.requests
             if r.method == "POST"
         ]
-
-    def log_lines(self) -> list[dict]:
-        return [line for f in self.functions.values() for line in f.log_lines()]
-
-    def stop(self) -> None:
-        for process in self.functions.values():
-            process.stop()
-        self.mail.stop()
-        self.sink.stop()
-        if self.store is not None:
-            self.store.close()
