@@ -16,7 +16,7 @@ from harness import ROOT
 from nextup.dev import binding, deadletters, delivery, filters, manifests, schedule
 from nextup.dev.manifests import Delivery, ManifestError
 from nextup.dev.offsets import PartitionOffsets
-from nextup.dev.status import Board, Flow, describe
+from nextup.dev.status import Board, Flow, Tally, describe
 from nextup.envelope import make_event
 from nextup.functions import ALL
 
@@ -371,13 +371,16 @@ def test_flows_travel_as_json_lines_and_add_up_per_trigger():
         Flow("retried", "tr", "t", "1", 503, "retry 1/10 in 0.5 s"),
         Flow("delivered", "tr", "t", "1", 202, ms=3.2),
         Flow("reply", "tr", "r", "2"),
-        Flow("committed", "tr", status=2),
     ]
     board = Board(("tr", "other"))
     for flow in flows:
         again = Flow.decode(flow.encode())
         assert again == flow
         board.record(again)
+    # Committed levels come from the dispatcher's tally lines.
+    tally = Tally()
+    tally.level("tr", 2)
+    board.add(Tally.decode(tally.flush()))
     snapshot = board.snapshot()
     assert snapshot["records"] == 2  # one in, one reply
     assert snapshot["triggers"]["tr"] == {

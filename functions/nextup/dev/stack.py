@@ -46,7 +46,7 @@ PARTS = (
 )
 # Printed even with --quiet: what a person must not miss.
 ALWAYS_SHOWN = {"dead", "dropped", "mirrored", "cold", "process", "error", "tick"}
-NEVER_SHOWN = {"matched", "ready", "committed"}
+NEVER_SHOWN = {"matched", "ready"}
 # One line per event for these only while they come slowly (a first session reads them);
 # at hundreds a second the table and GET /status say more than a scrolling terminal.
 SAMPLED = {"in", "delivered", "reply"}
@@ -153,10 +153,10 @@ class DevStack:
 
     def on_event_in(self, event_type: str, event_id: str, key: str | None) -> None:
         """The ingress took an event: counted always, shown while events come slowly."""
-        self.board.ingress += 1
-        self.board.changed = True
+        flow = Flow("in", None, event_type, event_id, detail=key and f"key={key}")
+        self.board.record(flow)
         if not self.options.quiet and self._sampler.allow():
-            self.show(describe(Flow("in", None, event_type, event_id, detail=key and f"key={key}")))
+            self.show(describe(flow))
 
     def display(self, flow: Flow) -> None:
         if flow.kind == "ready":

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 # What a Flow can say. `in`: accepted by the ingress; `matched`: passed a Trigger's filter;
 # `delivered`: a 2xx; `retried`: an attempt failed and will be retried; `dead`: sent to the
 # dead-letter sink; `dropped`: failed with no dead-letter sink; `reply`: a reply event was
-# published onto the broker; `committed`: a Trigger's committed offsets, summed;
-# `ready`/`error`/`cold`/`process`/`tick`/`mail`/`mirrored`: the runtime's own news.
+# published onto the broker; `ready`/`error`/`cold`/`process`/`tick`/`mail`/`mirrored`/
+# `lagging`/`caught-up`: the runtime's own news. Committed levels travel in `Tally` lines.
 KINDS = ("in", "matched", "delivered", "retried", "dead", "dropped", "reply")
 COLUMNS = ("matched", "delivered", "retried", "dead", "dropped", "reply")
 HEADINGS = {
@@ -94,10 +94,6 @@ class Board:
     def record(self, flow: Flow) -> None:
         if flow.kind == "in":
             self.ingress += 1
-        elif flow.kind == "committed" and flow.trigger:
-            # A level, not an increment: records of the topic this Trigger is done with.
-            self.committed[flow.trigger] = flow.status or 0
-            return
         elif flow.trigger and flow.kind in COLUMNS:
             self.counts.setdefault(flow.trigger, Counter())[flow.kind] += 1
         else:
