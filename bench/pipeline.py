@@ -251,7 +251,7 @@ def step(stack: DevStack, label: str, rate: float | None, count: int, offsets: d
     counts = {
         kind: sum(t[kind] for t in status["triggers"].values())
         - sum(t[kind] for t in before["triggers"].values())
-        for kind in ("retried", "dead", "dropped")
+        for kind in ("retried", "dead_lettered", "dropped")
     }
     return {
         "label": label,

@@ -86,6 +86,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    # The client's (host, port): which connection, and so which process, sent it.
+    client: tuple[str, int] = ("", 0)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -111,6 +113,7 @@ class HttpRecorder:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length),
+                    self.client_address[:2],
                 )
                 recorder.requests.append(request)
                 status, headers, body = recorder.respond(request)

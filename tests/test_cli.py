@@ -16,12 +16,15 @@ from nextup.fields import TaskFields
 from nextup.store import open_store
 
 
-def nextup(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def nextup(
+    *args: str, env: dict[str, str] | None = None, cwd: os.PathLike | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "nextup.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         timeout=60,
     )
 
@@ -89,7 +92,11 @@ def test_bad_store_url_is_a_clear_error():
     assert "sqlite:///" in done.stderr and "dynamodb://" in done.stderr
 
 
-def test_uninitialised_store_says_what_to_do(tmp_path):
-    done = nextup("tasks", "list", "--user", "u1", "--store", f"sqlite:///{tmp_path}/missing.db")
-    assert done.returncode != 0
-    assert "nextup store init" in done.stderr
+def test_a_listing_names_the_store_it_read_by_its_absolute_path(tmp_path):
+    """A relative default read from another directory is another store: say which."""
+    (tmp_path / "elsewhere").mkdir()
+    done = nextup(
+        "tasks", "list", "--user", "u1", "--store", "sqlite:///rel/state.db", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"no tasks for user u1 in sqlite://{tmp_path}/rel/state.db"

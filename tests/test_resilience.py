@@ -147,3 +147,39 @@ def test_open_breaker_does_not_call_the_dependency():
         run(call(op, breaker=breaker, policy=FAST, transient=(ConnectionError,)))
     assert op.calls == 2
     assert "circuit open" in caught.value.error
+
+
+@pytest.mark.parametrize(
+    ("raised", "state_after"),
+    [
+        # The dependency answered (a refusal, a lost compare-and-set): it is there.
+        (BadRequest("no", field="x"), BreakerState.CLOSED),
+        # Says nothing of the dependency: the trial slot is given back, still half-open.
+        (KeyError("bug"), BreakerState.HALF_OPEN),
+        (asyncio.CancelledError(), BreakerState.HALF_OPEN),
+    ],
+)
+def test_a_half_open_trial_that_ends_in_a_non_transient_error_never_wedges_the_breaker(
+    raised, state_after
+):
+    """A trial call that ended in anything but success or a transient failure used to keep
+    its slot for ever: every later call answered "circuit open"."""
+    clock = Clock()
+    breaker = CircuitBreaker("store", failure_threshold=1, recovery_timeout=5, clock=clock)
+    breaker.failed()
+    clock.now += 5
+    assert breaker.state is BreakerState.HALF_OPEN
+
+    async def trial() -> None:
+        raise raised
+
+    with pytest.raises(type(raised)):
+        asyncio.run(call(trial, breaker=breaker, policy=RetryPolicy(), transient=(OSError,)))
+    assert breaker.state is state_after
+
+    async def works() -> str:
+        return "ok"
+
+    # The next call is let through (as the trial, or with the breaker closed).
+    assert asyncio.run(call(works, breaker=breaker, policy=RetryPolicy(), transient=())) == "ok"
+    assert breaker.state is BreakerState.CLOSED

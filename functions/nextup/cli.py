@@ -29,7 +29,7 @@ def _store_init(args: argparse.Namespace) -> int:
         store.init()
     finally:
         store.close()
-    print(f"store ready: {_store_url(args)}")
+    print(f"store ready: {store.name}")
     return 0
 
 
@@ -57,7 +57,7 @@ def _tasks_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no tasks for user {args.user}")
+        print(f"no tasks for user {args.user} in {store.name}")
         return 0
     widths = {"task_id": 34, "status": 9, "due_at": 25}
     print(f"{'TASK':<34} {'STATUS':<9} {'DUE':<25} TITLE")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
-from nextup.errors import Unavailable
+from nextup.errors import EventError, Unavailable
 
 T = TypeVar("T")
 
@@ -70,6 +70,11 @@ class CircuitBreaker:
         self.opened_at = None
         self._trial_running = False
 
+    def released(self) -> None:
+        """The call ended in a way that says nothing of the dependency (cancelled, a bug of
+        ours): a half-open trial slot is given back, nothing else changes."""
+        self._trial_running = False
+
     def failed(self) -> None:
         self._trial_running = False
         self.failures += 1
@@ -121,6 +126,14 @@ async def call(
         except TimeoutError as exc:
             breaker.failed()
             last = exc
+        except EventError:
+            # A definite answer (a lost compare-and-set, a missing table, a refusal): the
+            # dependency is there. Not retried, and it closes a half-open breaker.
+            breaker.succeeded()
+            raise
+        except BaseException:
+            breaker.released()
+            raise
         else:
             breaker.succeeded()
             return result

@@ -111,7 +111,7 @@ def test_scale_to_zero_starts_a_function_on_its_first_event_and_stops_it_when_id
         cold = re.findall(r"cold .* health started in (\d+) ms", dev.log())
         assert len(cold) == 2, dev.log()
         # The reply travelled back through the broker like any other event.
-        assert dev.status()["triggers"]["health-probe"]["reply"] == 2
+        assert dev.status()["triggers"]["health-probe"]["replies"] == 2
         dev.remember_pids()
     finally:
         dev.stop()

@@ -97,7 +97,7 @@ def test_a_thousand_recurring_completions_posted_twice_yield_a_thousand_next_occ
     # A duplicate completion is answered like the first: the same reply, the same id, so
     # schedule-next sees each occurrence request twice and creates it once.
     assert triggers["schedule-next-occurrence-requested"]["delivered"] == 2 * COMPLETIONS
-    assert sum(t["dead"] + t["dropped"] for t in triggers.values()) == 0
+    assert sum(t["dead_lettered"] + t["dropped"] for t in triggers.values()) == 0
     print(
         f"\n{COMPLETIONS} completions x2 through Kafka: {seconds:.1f} s, "
         f"{COMPLETIONS / seconds:.1f} completions/s"

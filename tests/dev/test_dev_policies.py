@@ -109,7 +109,7 @@ def test_exhausted_retries_back_off_linearly_then_go_to_a_uri_dead_letter_sink(d
 
     def counted() -> bool:
         trigger = dev.status()["triggers"]["give-up"]
-        return (trigger["retried"], trigger["dead"]) == (2, 1)
+        return (trigger["retried"], trigger["dead_lettered"]) == (2, 1)
 
     # The counts reach /status a moment after the dead letter reached its sink.
     wait_until(counted, 10, "/status to count two retries and one dead letter")

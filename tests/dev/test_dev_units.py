@@ -366,35 +366,68 @@ def test_the_cli_refuses_a_cesql_trigger_before_starting_anything(tmp_path: Path
 
 def test_flows_travel_as_json_lines_and_add_up_per_trigger():
     flows = [
-        Flow("in", type="t", id="1"),
+        Flow("posted", type="t", id="1"),
+        Flow("tick", type="dev.knative.sources.ping", id="9"),
         Flow("matched", "tr", "t", "1"),
         Flow("retried", "tr", "t", "1", 503, "retry 1/10 in 0.5 s"),
         Flow("delivered", "tr", "t", "1", 202, ms=3.2),
         Flow("reply", "tr", "r", "2"),
+        Flow("dead-lettered", "tr", "x", "3", 400, "bad -> dlq"),
+        Flow("unrouted", type="nobody.wants.this", id="4"),
     ]
-    board = Board(("tr", "other"))
+    board = Board({"tr": "topic-a", "other": "topic-a"})
     for flow in flows:
         again = Flow.decode(flow.encode())
         assert again == flow
         board.record(again)
     # Committed levels come from the dispatcher's tally lines.
     tally = Tally()
-    tally.level("tr", 2)
+    tally.level("tr", 4)
+    tally.level("other", 3)
     board.add(Tally.decode(tally.flush()))
-    snapshot = board.snapshot()
-    assert snapshot["records"] == 2  # one in, one reply
+    snapshot = board.snapshot({"topic-a": 4})
+    assert snapshot["events"] == {
+        "posted": 1,
+        "ticks": 1,
+        "emitted": 0,
+        "unrouted": 1,
+        "replies": 1,
+    }
+    assert snapshot["records"] == 4
     assert snapshot["triggers"]["tr"] == {
         "matched": 1,
         "delivered": 1,
         "retried": 1,
-        "dead": 0,
+        "dead_lettered": 1,
         "dropped": 0,
-        "reply": 1,
-        "committed": 2,
+        "replies": 1,
+        "committed": 4,
     }
+    # `other` has not committed the fourth record: not drained until it has.
+    assert snapshot["drained"] is False
+    tally.level("other", 4)
+    board.add(Tally.decode(tally.flush()))
+    assert board.snapshot({"topic-a": 4})["drained"] is True
+    # A record Kafka holds that no count knows of (a produce retried inside the client)
+    # keeps it undrained: the records come from Kafka, not from our counts.
+    assert board.snapshot({"topic-a": 5})["drained"] is False
+    assert "drained" not in board.snapshot()  # without Kafka's answer it cannot say
     table = board.table()
     assert "\ntr " in table and "(1 more triggers, nothing matched yet)" in table
-    assert "-> 503" in describe(flows[2]) and "retry 1/10" in describe(flows[2])
+    header = table.splitlines()[1].split()
+    assert header == [
+        "trigger",
+        "matched",
+        "delivered",
+        "retried",
+        "dead-lettered",
+        "dropped",
+        "replies",
+    ]
+    assert table.splitlines()[0] == (
+        "events onto the broker: posted 1, ticks 1, emitted 0, unrouted 1"
+    )
+    assert "-> 503" in describe(flows[3]) and "retry 1/10" in describe(flows[3])
     assert Flow.decode("a line that is not JSON") is None
 
 

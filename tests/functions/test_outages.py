@@ -10,7 +10,7 @@ import httpx
 import pytest
 from functionset import start_stack
 
-from harness import FunctionProcess, MailServer, cloud_event, wait_until
+from harness import AWS_TEST_ENV, FunctionProcess, MailServer, cloud_event, wait_until
 from nextup.reminders import ReminderStatus
 from nextup.store import open_store
 from peers import MotoServer, free_port
@@ -112,3 +112,58 @@ def test_smtp_outage_then_recovery(kind, tmp_path_factory, moto_server):
             assert stack.store.get_reminder("u1", "t1").status is ReminderStatus.SENT
         finally:
             stack.stop()
+
+
+def test_a_function_on_a_fresh_sqlite_path_answers_its_first_event_with_no_init(tmp_path):
+    """The embedded store is the zero-configuration path: no `nextup store init`."""
+    path = tmp_path / "nowhere-yet" / "state.db"
+    function = FunctionProcess("schedule-next", {"NEXTUP_STORE_URL": f"sqlite:///{path}"}).start()
+    try:
+        assert not path.exists(), "starting the function does not touch the store"
+        event = cloud_event(
+            "todo.task.created", {"user_id": "u1", "task_id": "t1", "title": "x"}, id_="e1"
+        )
+        first = function_post(function, event)
+        assert first.status_code == 202, first.text
+        assert first.json()["outcome"] == "registered"
+        assert function_get(function, "/health/readiness").status_code == 200
+        with open_store(f"sqlite:///{path}") as store:
+            assert store.get_task("u1", "t1").title == "x"
+    finally:
+        function.stop()
+
+
+def test_until_the_dynamodb_table_exists_every_answer_says_which_and_how(moto_server):
+    """Never "circuit open": however many events arrive, each 503 names the table and the
+    command that creates it, and so does readiness; once created, the events go through."""
+    table = f"later-{uuid.uuid4().hex[:8]}"
+    aws = {"AWS_ENDPOINT_URL_DYNAMODB": moto_server, **AWS_TEST_ENV}
+    env = {"NEXTUP_STORE_URL": f"dynamodb://{table}", "NEXTUP_BREAKER_FAILURES": "2", **aws}
+    function = FunctionProcess("schedule-next", env).start()
+    expected = (
+        f"DynamoDB table '{table}' does not exist: run "
+        f"`nextup store init --store dynamodb://{table}`"
+    )
+    try:
+        for n in range(6):  # three times the breaker's failure threshold
+            event = cloud_event(
+                "todo.task.created", {"user_id": "u1", "task_id": f"t{n}"}, id_=f"e{n}"
+            )
+            answer = function_post(function, event)
+            assert answer.status_code == 503
+            assert answer.json() == {"error": expected, "field": "store"}
+            assert int(answer.headers["retry-after"]) >= 1
+        ready = function_get(function, "/health/readiness")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["store"]["error"] == expected
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in aws.items():
+                mp.setenv(name, value)
+            with open_store(f"dynamodb://{table}") as store:
+                store.init()
+        answer = function_post(
+            function, cloud_event("todo.task.created", {"user_id": "u1", "task_id": "t0"}, id_="e0")
+        )
+        assert answer.status_code == 202, answer.text
+    finally:
+        function.stop()

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, ParamValidationError
 from store_helpers import T0, fresh_table, reminder, task
 
-from nextup.store import Store, StoreError, StoreUnavailable, open_store
+from nextup.store import Store, StoreError, StoreNotReady, StoreUnavailable, open_store
 from nextup.store.dynamodb import DynamoBackend, store_error
 
 
@@ -31,28 +31,71 @@ def test_init_twice_keeps_data(store_url: str) -> None:
         assert again.get_task("alice", "t1") == stored
 
 
-def test_not_initialised(store_url: str) -> None:
-    store = open_store(store_url)
-    with pytest.raises(StoreUnavailable, match="nextup store init") as missing:
-        store.ping()
-    assert (missing.value.status, missing.value.field) == (503, "store")
-    with pytest.raises(StoreUnavailable, match="nextup store init"):
-        store.get_task("alice", "t1")
+def test_a_dynamodb_table_not_created_says_so_on_every_call(dynamodb_endpoint: str) -> None:
+    table = fresh_table()
+    store = open_store(f"dynamodb://{table}")
+    for attempt in (store.ping, lambda: store.get_task("alice", "t1")):
+        with pytest.raises(StoreNotReady) as missing:
+            attempt()
+        error = missing.value
+        assert (error.status, error.field) == (503, "store")
+        assert str(error) == (
+            f"DynamoDB table '{table}' does not exist: run "
+            f"`nextup store init --store dynamodb://{table}`"
+        )
+        # Not a fault of a store that is there: never retried inside a call.
+        assert not isinstance(error, StoreUnavailable)
     store.close()
 
 
-def test_sqlite_ping_does_not_create_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "never" / "store.db"
-    with open_store(f"sqlite:///{path}") as store, pytest.raises(StoreUnavailable):
+def test_a_new_sqlite_path_needs_no_init(tmp_path: Path) -> None:
+    path = tmp_path / "never" / "made" / "store.db"
+    with open_store(f"sqlite:///{path}") as store:
         store.ping()
-    assert not path.exists()
+        assert store.create_task(task("alice", "t1"))[1]
+    assert path.exists()
+    with open_store(f"sqlite:///{path}") as again:
+        assert again.get_task("alice", "t1") is not None
 
 
-def test_dynamodb_missing_table_names_it(dynamodb_endpoint: str) -> None:
-    table = fresh_table()
-    with open_store(f"dynamodb://{table}") as store, pytest.raises(StoreUnavailable) as missing:
+def test_many_processes_opening_one_new_sqlite_file_at_once_all_work(tmp_path: Path) -> None:
+    """Each process creates the schema if it is missing; they race for it, and every one
+    of them writes its task (nobody sees a half-made schema or a lock error)."""
+    path = tmp_path / "racing" / "store.db"
+    code = (
+        "import sys\n"
+        "from nextup.store import open_store\n"
+        "from nextup.tasks import Task\n"
+        "store = open_store(sys.argv[1])\n"
+        "n = sys.argv[2]\n"
+        "task = Task(user_id='u' + n, task_id='t' + n, series_id='t' + n)\n"
+        "print(store.create_task(task)[1])\n"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, f"sqlite:///{path}", str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(8)
+    ]
+    outputs = [worker.communicate(timeout=60) for worker in workers]
+    assert [w.returncode for w in workers] == [0] * 8, outputs
+    assert [out.strip() for out, _ in outputs] == ["True"] * 8
+    with open_store(f"sqlite:///{path}") as store:
+        assert all(store.get_task(f"u{n}", f"t{n}") for n in range(8))
+
+
+def test_an_sqlite_store_that_cannot_be_created_names_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocked").write_text("a file where a directory should be")
+    with open_store("sqlite:///blocked/store.db") as store, pytest.raises(StoreNotReady) as error:
         store.ping()
-    assert str(missing.value) == f"DynamoDB table '{table}' does not exist: run `nextup store init`"
+    assert str(tmp_path / "blocked" / "store.db") in str(error.value)
+    assert error.value.status == 503
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ DEFAULT_CONCURRENCY = 16
 HIGH_WATER = 2000
 COMMIT_EVERY = 0.2  # seconds between commits while events keep finishing
 TALLY_EVERY = 0.25  # seconds between count reports to `nextup dev`
-FREQUENT = frozenset({"matched", "delivered", "reply"})  # counted, reported per interval
+FREQUENT = frozenset({"matched", "delivered", "replies"})  # counted, reported per interval
 STOP_GRACE = 3.0  # seconds in-flight deliveries get to finish when stopping
 
 
@@ -151,7 +151,7 @@ class Place:
 
     offsets: PartitionOffsets
     next: int  # the next offset this Trigger takes; anything below it is done or in hand
-    committed: int  # its committed position (0 when it never committed)
+    committed: int  # its committed position (where it started, when it never committed)
     lagging: bool = False  # read by its own CatchUp reader, not from the shared stream
 
 
@@ -376,7 +376,7 @@ class TriggerDispatcher:
             return f"reply is not a valid CloudEvent: {exc.error}"
         record = binding.record_from_event(event)
         await self.producer.send(self.topic, record)
-        self.report.count(self._name, "reply")
+        self.report.count(self._name, "replies")
         if self.report.sample():
             self.report.show(Flow("reply", self._name, event["type"], event["id"]))
         return None
@@ -395,9 +395,16 @@ class TriggerDispatcher:
             await self.producer.send(target, binding.Record(record.key, record.value, headers))
         else:
             await self._post_dead_letter(target, headers, record.value)
-        self.report.count(name, "dead")
+        self.report.count(name, "dead_lettered")
         self.report.show(
-            Flow("dead", name, event_type, event_id, answer.status, f"{reason} -> {target}")
+            Flow(
+                "dead-lettered",
+                name,
+                event_type,
+                event_id,
+                answer.status,
+                f"{reason} -> {target}",
+            )
         )
 
     async def _post_dead_letter(self, url: str, headers: binding.Headers, body: bytes) -> None:

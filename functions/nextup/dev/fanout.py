@@ -78,7 +78,9 @@ class TopicReader:
                     # earliest): topics exist before any event is accepted, so it misses none.
                     start = committed[tp] if committed[tp] is not None else beginnings[tp]
                     start = max(start, beginnings[tp])
-                    follower.start_at(tp, start, committed[tp] or 0)
+                    # A group that never committed is done with what it will never read.
+                    done = committed[tp] if committed[tp] is not None else start
+                    follower.start_at(tp, start, done)
                     lowest[tp] = min(lowest.get(tp, start), start)
         for tp in partitions:
             position = lowest.get(tp, beginnings[tp])

@@ -6,12 +6,16 @@ broker): 202 once the record is on the topic, 400 when the request is not a Clou
 (413 when too large), 404 for an unknown broker, 503 when Kafka does not take it.
 GET `/healthz`: 200 once every part of `nextup dev` is up, else 503 naming what is not;
 GET `/status`: what flowed so far, per Trigger (the terminal's table, as JSON).
+
+The runtime's own senders add `?from=pingsource:<name>` (ticks) or `?from=function:<name>`
+(a function's K_SINK) to the path, so the counts tell them from what producers posted; a
+Knative broker ignores the query, so the same URLs work there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -22,7 +26,7 @@ from starlette.routing import Route
 
 from nextup.dev import binding
 from nextup.dev.manifests import Broker, Eventing
-from nextup.envelope import parse_http
+from nextup.envelope import CloudEvent, parse_http
 from nextup.errors import EventError, PayloadTooLarge
 from nextup.runtime import read_body
 
@@ -38,11 +42,19 @@ class Ingress:
         self,
         eventing: Eventing,
         producer: AIOKafkaProducer,
-        report: Callable[[str, str, str | None], None],
+        report: Callable[[str, CloudEvent, str | None], None],
         parts: Callable[[], dict[str, bool]],
-        counts: Callable[[], dict[str, object]] = dict,
+        counts: Callable[[], Awaitable[dict[str, object]]],
     ) -> None:
         self.brokers = {broker.path: broker for broker in eventing.brokers}
+        self.triggers = {
+            broker.path: [
+                t
+                for t in eventing.triggers
+                if (t.namespace, t.broker) == (broker.namespace, broker.name)
+            ]
+            for broker in eventing.brokers
+        }
         self.producer = producer
         self.report = report
         self.parts = parts
@@ -69,7 +81,7 @@ class Ingress:
         )
 
     async def status(self, request: Request) -> Response:
-        return JSONResponse(self.counts())
+        return JSONResponse(await self.counts())
 
     async def receive(self, request: Request) -> Response:
         broker = self.broker_for(request.url.path)
@@ -100,5 +112,17 @@ class Ingress:
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
-        self.report(event["type"], event["id"], record.key.decode() if record.key else None)
+        self.report(self._kind(request, broker, record), event, record.key and record.key.decode())
         return Response(status_code=202)
+
+    def _kind(self, request: Request, broker: Broker, record: binding.Record) -> str:
+        """posted, tick or emitted (who sent it); unrouted when no Trigger will get it."""
+        attributes = binding.attributes(record.headers)
+        if not any(t.filter(attributes) for t in self.triggers[broker.path]):
+            return "unrouted"
+        origin = request.query_params.get("from", "")
+        if origin.startswith("pingsource:"):
+            return "tick"
+        if origin.startswith("function:"):
+            return "emitted"
+        return "posted"

@@ -9,6 +9,7 @@ restarts after a crash gets its partitions back within a few seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -107,3 +108,47 @@ def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
         message = entry[2] if len(entry) > 2 else None
         errors.append((name, code, message))
     return errors
+
+
+class EndOffsets:
+    """How many records the broker topics hold: the sum of their partitions' end offsets,
+    asked of Kafka (a client with no group, partitions looked up once)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self._consumer: Any = None
+        self._partitions: list[Any] = []
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        self._consumer = consumer
+        await consumer.topics()  # fresh metadata: a new client knows no topic yet
+        self._partitions = [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+
+    async def records(self, timeout: float = 5.0) -> dict[str, int] | None:
+        """Topic -> its records (end offsets summed); None while Kafka does not answer."""
+        from aiokafka.errors import KafkaError
+
+        if self._consumer is None or not self._partitions:
+            return None
+        try:
+            ends = await asyncio.wait_for(self._consumer.end_offsets(self._partitions), timeout)
+        except (KafkaError, TimeoutError):
+            return None
+        found: dict[str, int] = dict.fromkeys(self.topics, 0)
+        for tp, end in ends.items():
+            found[tp.topic] += end
+        return found
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()

@@ -31,7 +31,8 @@ from nextup.dev.activator import Activator
 from nextup.dev.fleet import FunctionInstance, function_env
 from nextup.dev.manifests import Destination, Eventing, PingSource
 from nextup.dev.processes import ManagedProcess, tcp_ready
-from nextup.dev.status import COLUMNS, Board, Flow, Sampler, Tally, describe
+from nextup.dev.status import TRIGGER_COUNTS, Board, Flow, Sampler, Tally, describe
+from nextup.envelope import CloudEvent
 
 STATE_FILE = "dev.json"
 PARTS = (
@@ -45,11 +46,21 @@ PARTS = (
     "ping sources",
 )
 # Printed even with --quiet: what a person must not miss.
-ALWAYS_SHOWN = {"dead", "dropped", "mirrored", "cold", "process", "error", "tick"}
+ALWAYS_SHOWN = {
+    "dead-lettered",
+    "dropped",
+    "unrouted",
+    "mirrored",
+    "cold",
+    "process",
+    "error",
+    "tick",
+    "failed",
+}
 NEVER_SHOWN = {"matched", "ready"}
 # One line per event for these only while they come slowly (a first session reads them);
 # at hundreds a second the table and GET /status say more than a scrolling terminal.
-SAMPLED = {"in", "delivered", "reply"}
+SAMPLED = {"posted", "emitted", "delivered", "reply"}
 
 
 def default_eventing_dir() -> Path:
@@ -136,6 +147,7 @@ class DevStack:
         self.activator: Activator | None = None
         self.mailbox = None
         self.producer = None
+        self.end_offsets: kafka.EndOffsets | None = None
         self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._dispatcher_ready = asyncio.Event()
@@ -151,11 +163,15 @@ class DevStack:
         self.board.record(flow)
         self.display(flow)
 
-    def on_event_in(self, event_type: str, event_id: str, key: str | None) -> None:
-        """The ingress took an event: counted always, shown while events come slowly."""
-        flow = Flow("in", None, event_type, event_id, detail=key and f"key={key}")
+    def on_event_in(self, kind: str, event: CloudEvent, key: str | None) -> None:
+        """The ingress took an event: counted always, shown while events come slowly
+        (an unrouted one always: nothing will ever receive it)."""
+        detail = key and f"key={key}"
+        if kind == "unrouted":
+            detail = f"no Trigger matches it: nothing receives it (source {event['source']})"
+        flow = Flow(kind, None, event["type"], event["id"], detail=detail)
         self.board.record(flow)
-        if not self.options.quiet and self._sampler.allow():
+        if kind in ALWAYS_SHOWN or (not self.options.quiet and self._sampler.allow()):
             self.show(describe(flow))
 
     def display(self, flow: Flow) -> None:
@@ -179,7 +195,7 @@ class DevStack:
         flow = Flow.decode(line)
         if flow is None:
             self.show(f"dispatcher: {line}")
-        elif flow.kind in COLUMNS:
+        elif flow.kind in TRIGGER_COUNTS:
             self.display(flow)  # counted by the dispatcher's tallies already
         else:
             self.on_flow(flow)
@@ -192,7 +208,9 @@ class DevStack:
         self.eventing = eventing = manifests.load(options.eventing)
         for source in eventing.ping_sources:
             schedule.check(source)
-        self.board = Board(tuple(t.name for t in eventing.triggers))
+        self.board = Board(
+            {t.name: eventing.broker(t.namespace, t.broker).topic for t in eventing.triggers}
+        )
         for directory in (self.logs, self.mail_dir, self.dead_dir):
             directory.mkdir(parents=True, exist_ok=True)
         # Library warnings (aiokafka retrying a lost broker, many times a second) go to a
@@ -292,16 +310,25 @@ class DevStack:
             bootstrap_servers=self.bootstrap, **kafka.PRODUCER_SETTINGS
         )
         await self.producer.start()
+        topics = [b.topic for b in self.eventing.brokers]
+        self.end_offsets = kafka.EndOffsets(self.bootstrap, topics)
+        await self.end_offsets.start()
         ingress = Ingress(
             self.eventing,
             self.producer,
             self.on_event_in,
             lambda: dict(self.parts),
-            lambda: self.board.snapshot(),
+            self.status,
         )
         self._servers.append(await serve_http(ingress.app, sock))
         self.ingress_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.parts["ingress"] = True
+
+    async def status(self) -> dict[str, object]:
+        """GET /status: the board, with the records the broker topics hold now (from Kafka,
+        not from our own counts: a produce retried inside the client can write a record
+        twice) and whether every Trigger has dispatched them all."""
+        return self.board.snapshot(await self.end_offsets.records())
 
     def broker_url(self, namespace: str, name: str) -> str:
         assert self.eventing is not None
@@ -318,7 +345,7 @@ class DevStack:
                 name,
                 store_url=self.store_url,
                 smtp_url=self.mailbox.url,  # type: ignore[union-attr]
-                sink_url=self.broker_url(broker.namespace, broker.name),
+                sink_url=self.broker_url(broker.namespace, broker.name) + f"?from=function:{name}",
                 base=env_base,
             )
             self.functions[name] = FunctionInstance(
@@ -419,6 +446,8 @@ class DevStack:
 
     async def _ping(self, source: PingSource) -> None:
         url = self.sink_url(source.sink)
+        if source.sink.ref is not None:  # our own ingress: say the tick is one
+            url += f"?from=pingsource:{source.name}"
         async with httpx.AsyncClient() as client:
             while not self.stop_event.is_set():
                 at = schedule.next_tick(source.schedule, source.timezone, datetime.now(UTC))
@@ -527,6 +556,8 @@ class DevStack:
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
+        if self.end_offsets is not None:
+            await self.end_offsets.stop()
         if self.mailbox is not None:
             self.mailbox.stop()
         for stopper in reversed(self._stoppers):

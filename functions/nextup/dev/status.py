@@ -1,5 +1,5 @@
 """What flows through `nextup dev`, for the terminal: one line per happening, and a table
-per Trigger (events in, delivered, retried, dead-lettered, replies).
+per Trigger (matched, delivered, retried, dead-lettered, dropped, replies).
 
 The dispatcher runs in its own process. It counts what happens per Trigger and sends the
 counts as one JSON line per interval (`Tally`), not one line per event: at a thousand
@@ -16,21 +16,29 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-# What a Flow can say. `in`: accepted by the ingress; `matched`: passed a Trigger's filter;
-# `delivered`: a 2xx; `retried`: an attempt failed and will be retried; `dead`: sent to the
-# dead-letter sink; `dropped`: failed with no dead-letter sink; `reply`: a reply event was
-# published onto the broker; `ready`/`error`/`cold`/`process`/`tick`/`mail`/`mirrored`/
-# `lagging`/`caught-up`: the runtime's own news. Committed levels travel in `Tally` lines.
-KINDS = ("in", "matched", "delivered", "retried", "dead", "dropped", "reply")
-COLUMNS = ("matched", "delivered", "retried", "dead", "dropped", "reply")
-HEADINGS = {
-    "matched": "in",
+# The one vocabulary of `nextup dev`: the terminal's lines and table and GET /status use
+# these words (in JSON with `_` for `-`).
+#
+# Events onto the broker topic, counted by the ingress: `posted` by a producer (you, the
+# todo app, `nextup emit`), a PingSource `tick`, `emitted` by a function to its K_SINK;
+# `unrouted` counts the accepted ones no Trigger's filter matches (nothing receives them).
+# Replies a function answered with are published by the dispatcher and counted per Trigger.
+EVENT_COUNTS = {"posted": "posted", "tick": "ticks", "emitted": "emitted", "unrouted": "unrouted"}
+# Per Trigger: `matched` its filter, `delivered` (a 2xx), `retried` (an attempt failed and
+# will be tried again), `dead-lettered` (failed for good, sent to the dead-letter sink),
+# `dropped` (failed for good with no dead-letter sink: gone), `reply` (the answer carried an
+# event, published onto the broker). Line word -> count name.
+TRIGGER_COUNTS = {
+    "matched": "matched",
     "delivered": "delivered",
     "retried": "retried",
-    "dead": "dead-lettered",
+    "dead-lettered": "dead_lettered",
     "dropped": "dropped",
     "reply": "replies",
 }
+COLUMNS = tuple(TRIGGER_COUNTS.values())
+# The runtime's own news, shown but not counted: `ready`, `error`, `cold`, `process`, `mail`,
+# `sent`, `failed`, `mirrored`, `lagging`, `caught-up`. Committed levels travel in `Tally`s.
 
 
 @dataclass(frozen=True)
@@ -83,19 +91,22 @@ def describe(flow: Flow) -> str:
 
 
 class Board:
-    """Counts per Trigger, and what came in through the ingress."""
+    """What came in through the ingress, and the counts per Trigger."""
 
-    def __init__(self, triggers: tuple[str, ...] = ()) -> None:
-        self.counts: dict[str, Counter[str]] = {name: Counter() for name in triggers}
-        self.ingress = 0
+    def __init__(self, triggers: dict[str, str] | None = None) -> None:
+        # Trigger name -> the broker topic it reads.
+        self.topics = dict(triggers or {})
+        self.counts: dict[str, Counter[str]] = {name: Counter() for name in self.topics}
+        self.events: Counter[str] = Counter()
         self.committed: dict[str, int] = {}
         self.changed = False
 
     def record(self, flow: Flow) -> None:
-        if flow.kind == "in":
-            self.ingress += 1
-        elif flow.trigger and flow.kind in COLUMNS:
-            self.counts.setdefault(flow.trigger, Counter())[flow.kind] += 1
+        event = EVENT_COUNTS.get(flow.kind)
+        if event is not None:
+            self.events[event] += 1
+        elif flow.trigger and flow.kind in TRIGGER_COUNTS:
+            self.counts.setdefault(flow.trigger, Counter())[TRIGGER_COUNTS[flow.kind]] += 1
         else:
             return
         self.changed = True
@@ -117,12 +128,24 @@ class Board:
     def total(self, kind: str) -> int:
         return sum(counts[kind] for counts in self.counts.values())
 
-    def snapshot(self) -> dict[str, object]:
-        """The board as JSON. `records` is how many records the broker topic holds (events
-        in plus replies); a Trigger whose `committed` equals it has dispatched them all."""
-        return {
-            "ingress": self.ingress,
-            "records": self.ingress + self.total("reply"),
+    def drained(self, records: dict[str, int]) -> bool:
+        """Whether every Trigger is done with every record on its topic (`records`: topic ->
+        its end offsets, read from Kafka). A Trigger counts what happened to an event before
+        it commits past it, and both travel in the same Tally line, so once this holds
+        every count of those records is on the board."""
+        return all(
+            self.committed.get(name, 0) >= records.get(topic, 0)
+            for name, topic in self.topics.items()
+        )
+
+    def snapshot(self, records: dict[str, int] | None = None) -> dict[str, object]:
+        """The board as JSON (GET /status). With `records` (topic -> its end offsets) also
+        how many records the broker topics hold and whether all are dispatched."""
+        snapshot: dict[str, object] = {
+            "events": {
+                **{name: self.events[name] for name in EVENT_COUNTS.values()},
+                "replies": self.total("replies"),
+            },
             "triggers": {
                 name: {
                     **{c: counts[c] for c in COLUMNS},
@@ -131,16 +154,22 @@ class Board:
                 for name, counts in self.counts.items()
             },
         }
+        if records is not None:
+            snapshot["records"] = sum(records.values())
+            snapshot["drained"] = self.drained(records)
+        return snapshot
 
     def table(self) -> str:
         """Events in, and one row per Trigger that saw any; idle Triggers are only counted."""
         busy = {name: counts for name, counts in self.counts.items() if any(counts.values())}
         width = max([len("trigger"), *map(len, busy)])
-        cells = {c: max(len(HEADINGS[c]), 5) for c in COLUMNS}
+        headings = {c: c.replace("_", "-") for c in COLUMNS}
+        cells = {c: max(len(headings[c]), 5) for c in COLUMNS}
         header = f"{'trigger':<{width}}  " + "  ".join(
-            f"{HEADINGS[c]:>{cells[c]}}" for c in COLUMNS
+            f"{headings[c]:>{cells[c]}}" for c in COLUMNS
         )
-        lines = [f"events in through the ingress: {self.ingress}", header]
+        events = ", ".join(f"{name} {self.events[name]}" for name in EVENT_COUNTS.values())
+        lines = [f"events onto the broker: {events}", header]
         for name, counts in busy.items():
             row = "  ".join(f"{counts[c]:>{cells[c]}}" for c in COLUMNS)
             lines.append(f"{name:<{width}}  {row}")

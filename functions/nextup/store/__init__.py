@@ -21,6 +21,7 @@ from nextup.store.base import (
     Receipt,
     Store,
     StoreError,
+    StoreNotReady,
     StoreUnavailable,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "Receipt",
     "Store",
     "StoreError",
+    "StoreNotReady",
     "StoreUnavailable",
     "open_store",
 ]

@@ -34,6 +34,7 @@ from nextup.store.errors import (
     InvalidCursor,
     OwnedByOther,
     StoreError,
+    StoreNotReady,
     StoreUnavailable,
 )
 from nextup.store.items import Backend, Item
@@ -51,6 +52,7 @@ __all__ = [
     "Receipt",
     "Store",
     "StoreError",
+    "StoreNotReady",
     "StoreUnavailable",
 ]
 
@@ -101,6 +103,7 @@ class Store:
         self._backend = backend
         # Callers may run a local store's calls inline; network calls belong in a thread.
         self.local = backend.local
+        self.name = backend.name
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.loaders import create_loader
 
-from nextup.store.errors import InvalidCursor, StoreError, StoreUnavailable
+from nextup.store.errors import InvalidCursor, StoreError, StoreNotReady, StoreUnavailable
 from nextup.store.items import Item, decode_cursor, encode_cursor, url_options
 
 INDEX = "due"
@@ -166,8 +166,9 @@ def store_error(exc: ClientError | BotoCoreError, table: str) -> StoreError:
         code = error.get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code == "ResourceNotFoundException":
-            return StoreUnavailable(
-                f"DynamoDB table {table!r} does not exist: run `nextup store init`"
+            return StoreNotReady(
+                f"DynamoDB table {table!r} does not exist: run "
+                f"`nextup store init --store dynamodb://{table}`"
             )
         if code in TRANSIENT or status >= 500:
             return StoreUnavailable(f"DynamoDB is unavailable: {code or status}")
@@ -245,6 +246,10 @@ class DynamoBackend:
         return f"DynamoBackend({self.table!r}, shards={self.shards})"
 
     @property
+    def name(self) -> str:
+        return f"dynamodb://{self.table}"
+
+    @property
     def client(self) -> Any:
         return self._client
 
@@ -308,8 +313,9 @@ class DynamoBackend:
             raise StoreUnavailable(f"DynamoDB table {self.table!r} is {table['TableStatus']}")
         indexes = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
         if INDEX not in indexes:
-            raise StoreUnavailable(
-                f"DynamoDB table {self.table!r} has no {INDEX!r} index: run `nextup store init`"
+            raise StoreNotReady(
+                f"DynamoDB table {self.table!r} has no {INDEX!r} index: run "
+                f"`nextup store init --store dynamodb://{self.table}`"
             )
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ class StoreError(EventError):
 
 
 class StoreUnavailable(StoreError, Unavailable):
-    """The store cannot answer now: unreachable, throttling, busy, or not initialised.
+    """The store cannot answer now: unreachable, throttling or busy.
 
     Its `field` names the dependency (``store``), like the other Unavailable errors.
     """
@@ -26,6 +26,21 @@ class StoreUnavailable(StoreError, Unavailable):
     status = 503
 
     def __init__(self, error: str, field: str | None = "store", retry_after: float = 1.0) -> None:
+        super().__init__(error, field, retry_after)
+
+
+class StoreNotReady(StoreError, Unavailable):
+    """The store does not exist in a usable form (a DynamoDB table not created yet, a
+    SQLite file that cannot be created): a person has to act, and the message says how.
+
+    503, so the broker keeps the event until then; but not a fault of the store itself:
+    it is not retried inside the call and never opens the circuit breaker, so every
+    answer keeps saying what is missing instead of "circuit open".
+    """
+
+    status = 503
+
+    def __init__(self, error: str, field: str | None = "store", retry_after: float = 5.0) -> None:
         super().__init__(error, field, retry_after)
 
 

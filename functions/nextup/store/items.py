@@ -34,6 +34,9 @@ class Item:
 class Backend(Protocol):
     # True when calls touch only a local file: cheap enough to run on the event loop.
     local: bool
+    # The store's URL with nothing left relative (an SQLite file by its absolute path): what
+    # messages call it, so a person can tell one store from another.
+    name: str
 
     """Item I/O against one table. Methods raise `StoreUnavailable` for transient faults.
 

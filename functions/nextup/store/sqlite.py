@@ -5,8 +5,12 @@ never wait for the writer, and a busy timeout after which a locked database is r
 as StoreUnavailable, i.e. "retry later". Every conditional write is a single statement,
 which SQLite runs atomically, so compare-and-set holds across threads and processes.
 
-Connections open the file read-write but never create it: only `init` does, so a store
-that was never initialised says so instead of silently starting empty.
+It is the zero-configuration store, so it needs no init step: the first connection of a
+process creates the file (and its directory) and the schema if they are missing. That is
+idempotent and safe with several processes opening a new file at once: the schema is
+written inside one `BEGIN IMMEDIATE` transaction, which only one of them gets at a time,
+and every statement in it is `IF NOT EXISTS`. Errors name the store by its absolute path:
+a relative path read from another directory is another store.
 """
 
 from __future__ import annotations
@@ -20,23 +24,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from nextup.store.errors import InvalidCursor, StoreError, StoreUnavailable
+from nextup.store.errors import InvalidCursor, StoreError, StoreNotReady, StoreUnavailable
 from nextup.store.items import Item, decode_cursor, encode_cursor, url_options
 
 SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    pk TEXT NOT NULL,
-    sk TEXT NOT NULL,
-    data TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    due TEXT,
-    expires_at INTEGER,
-    PRIMARY KEY (pk, sk)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS items_due ON items (due, pk, sk) WHERE due IS NOT NULL;
-CREATE INDEX IF NOT EXISTS items_expires ON items (expires_at) WHERE expires_at IS NOT NULL;
-"""
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS items (
+        pk TEXT NOT NULL,
+        sk TEXT NOT NULL,
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        due TEXT,
+        expires_at INTEGER,
+        PRIMARY KEY (pk, sk)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS items_due ON items (due, pk, sk) WHERE due IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS items_expires ON items (expires_at) WHERE expires_at IS NOT NULL",
+)
 COLUMNS = "pk, sk, data, version, due, expires_at"
 DEFAULT_TIMEOUT = 5.0
 # Primary result codes (https://sqlite.org/rescode.html).
@@ -63,6 +67,7 @@ class SqliteBackend:
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
+        self._prepared = False  # the schema is known to exist (checked once per process)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteBackend:
@@ -87,26 +92,63 @@ class SqliteBackend:
     def __repr__(self) -> str:
         return f"SqliteBackend({str(self.path)!r})"
 
+    @property
+    def name(self) -> str:
+        return f"sqlite://{self.path.as_posix()}"
+
     # -- connections ---------------------------------------------------------------------
 
-    def _open(self, *, create: bool) -> sqlite3.Connection:
-        uri = f"{self.path.as_uri()}?mode={'rwc' if create else 'rw'}"
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreNotReady(
+                f"cannot create the SQLite store {self.path}: {exc.strerror}"
+            ) from exc
         # isolation_level=None: autocommit, each statement is its own atomic transaction.
         conn = sqlite3.connect(
-            uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            f"{self.path.as_uri()}?mode=rwc",
+            uri=True,
+            timeout=self.timeout,
+            isolation_level=None,
+            check_same_thread=False,
         )
         # In WAL mode NORMAL loses no committed write when a process dies (the WAL is in the
         # OS cache), only on power loss; FULL would fsync every write, ~4 ms each here.
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Create the schema unless it is there: one cheap read when it is."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        # WAL is a property of the file: set once, every later connection uses it.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
     def _conn(self) -> sqlite3.Connection:
-        """This thread's connection (a forked child or a closed store opens a new one)."""
+        """This thread's connection (a forked child or a closed store opens a new one); the
+        process's first one makes sure the file and schema exist."""
         local = self._local
         key = (os.getpid(), self._generation)
         if getattr(local, "key", None) == key:
             return local.conn
-        conn = self._open(create=False)
+        conn = self._open()
+        try:
+            if not self._prepared:
+                self._prepare(conn)
+                self._prepared = True
+        except BaseException:
+            conn.close()
+            raise
         with self._lock:
             self._connections.append(conn)
         local.conn, local.key = conn, key
@@ -122,27 +164,16 @@ class SqliteBackend:
             message = str(exc)
             if code in (SQLITE_BUSY, SQLITE_LOCKED) or "locked" in message:
                 raise StoreUnavailable(f"SQLite store {self.path} is busy: {message}") from exc
-            if code == SQLITE_CANTOPEN or "no such table" in message:
-                raise StoreUnavailable(
-                    f"SQLite store {self.path} is not initialised: run `nextup store init`"
-                ) from exc
+            if code == SQLITE_CANTOPEN:
+                raise StoreNotReady(f"cannot open the SQLite store {self.path}: {message}") from exc
             raise StoreError(f"SQLite store {self.path}: {message}") from exc
 
     # -- Backend -------------------------------------------------------------------------
 
     def init(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        """What the first connection does anyway; kept for `nextup store init`."""
         with self._errors():
-            conn = self._open(create=True)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            finally:
-                conn.close()
+            self._conn()
 
     def ping(self) -> None:
         with self._errors():
