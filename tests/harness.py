@@ -102,7 +102,8 @@ class HttpRecorder:
     )
     requests: list[Recorded] = field(default_factory=list)
 
-    def start(self) -> HttpRecorder:
+    def start(self, port: int = 0) -> HttpRecorder:
+        """Listen on `port` (default: any free one)."""
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -129,7 +130,7 @@ class HttpRecorder:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

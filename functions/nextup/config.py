@@ -60,8 +60,15 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_ttl: float = Field(default=300.0, gt=0)  # seconds the issuer's keys are cached
-    # Running behind a Dapr sidecar, like the seed's services.
+    # Running behind a Dapr sidecar, like the seed's services: the sidecar's port (set by
+    # Dapr itself) and the pub/sub component to publish emitted events to; the topic each
+    # emitted type goes to, over the defaults (`nextup.functions.DAPR_TOPICS`), as
+    # `type=topic,type=topic`; the topic this function subscribes to, over its own.
+    dapr_http_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("DAPR_HTTP_PORT")
+    )
     dapr_pubsub: str = "kafka-pubsub"
+    dapr_topics: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     dapr_topic: str | None = None
     log_level: str = "INFO"
 
@@ -71,6 +78,19 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("dapr_topics", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, topic = part.partition("=")
+            if not sep or not name.strip() or not topic.strip():
+                raise ValueError(f"expected type=topic, not {part!r}")
+            pairs[name.strip()] = topic.strip()
+        return pairs
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,8 @@ imported, so a function's cold start never loads the other three's code.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nextup.events import (
     HEALTH_PROBE,
     HEALTH_REPORTED,
@@ -58,4 +60,17 @@ HEALTH = Function(
     report=True,
 )
 
+
+def _dapr_topics(functions: tuple[Function, ...]) -> dict[str, str]:
+    """Where each emitted type is published under Dapr: the topic its consumer subscribes
+    to, else (for the todo app and operators) the emitting function's own topic."""
+    subscribed = {type_: f.dapr_topic for f in functions for type_ in f.consumes}
+    return {t: subscribed.get(t, f.dapr_topic) for f in functions for t in sorted(f.emits)}
+
+
+DAPR_TOPICS = _dapr_topics((COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH))
+COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH = (
+    replace(f, dapr_publish={t: DAPR_TOPICS[t] for t in f.emits})
+    for f in (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)
+)
 ALL = {f.name: f for f in (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)}

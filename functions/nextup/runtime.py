@@ -20,7 +20,7 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -74,6 +74,8 @@ class Function:
     ticks: bool = False
     # GET / and /health report every configured dependency (the health function).
     report: bool = False
+    # Under a Dapr sidecar: the topic each emitted type is published to (see functions.py).
+    dapr_publish: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A reply whose type matches the function's own Trigger would loop forever.
@@ -214,7 +216,7 @@ class App:
         if path in LIVENESS:
             return _json({"status": "alive", "function": fn.name}, 200)
         if path in READINESS:
-            return await self.checked(fn.dependencies)
+            return await self.checked(self.readiness_dependencies())
         if fn.report and path in ("/", "/health"):
             return await self.checked(self.services.configured())
         if path == "/dapr/subscribe":
@@ -227,6 +229,14 @@ class App:
                 200,
             )
         return _json({"error": f"no route GET {path[:200]}", "field": None}, 404)
+
+    def readiness_dependencies(self) -> tuple[str, ...]:
+        """What this function needs to answer an event: its own dependencies and, beside a
+        Dapr sidecar, the sidecar if it emits anything (its one way out)."""
+        fn = self.function
+        if fn.emits and self.services.settings.dapr_http_port and "dapr" not in fn.dependencies:
+            return (*fn.dependencies, "dapr")
+        return fn.dependencies
 
     async def checked(self, dependencies: tuple[str, ...]) -> Response:
         checks = await self.services.run_checks(dependencies)
@@ -325,22 +335,34 @@ class App:
         return response, result.outcome
 
     async def deliver(self, event: CloudEvent, result: Result) -> Response:
+        """Send what the handler emitted: to K_SINK, else through the Dapr sidecar, else as
+        the reply. Any failure leaves the event unanswered (503), so the broker or Dapr
+        delivers it again and the same events, with the same ids, go out then."""
         services = self.services
+        settings = services.settings
         ids = [e["id"] for e in result.events]
-        if result.events and services.settings.sink:
+        if result.events and (settings.sink or settings.dapr_http_port):
             for emitted in result.events:
-                await services.emit(emitted)
+                if settings.sink:
+                    await services.emit(emitted)
+                else:
+                    await services.publish(emitted, self.dapr_topic(emitted["type"]))
             return _json({"outcome": result.outcome, "emitted": ids, **result.detail}, 202)
         if not result.events:
             return _json({"outcome": result.outcome, **result.detail}, 202)
         if _from_dapr(event):
             raise Unavailable(
-                "K_SINK is not set: under Dapr an emitted event cannot travel as the reply",
+                "neither K_SINK nor DAPR_HTTP_PORT is set: under Dapr an emitted event "
+                "cannot travel as the reply",
                 field="sink",
             )
         if len(result.events) > 1:
             raise RuntimeError(f"{len(result.events)} events to emit and no K_SINK to send them to")
         return _event_response(result.events[0])
+
+    def dapr_topic(self, type_: str) -> str:
+        overrides = self.services.settings.dapr_topics
+        return overrides.get(type_) or self.function.dapr_publish.get(type_) or type_
 
     async def remember(self, scope: str, key: str, response: Response) -> None:
         from nextup.store import Receipt

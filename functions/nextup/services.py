@@ -69,6 +69,12 @@ class Services:
         )
 
     @property
+    def can_emit_many(self) -> bool:
+        """Whether a delivery can send out several events: through K_SINK or a Dapr
+        sidecar; otherwise the one reply is all it has."""
+        return bool(self.settings.sink or self.settings.dapr_http_port)
+
+    @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
             import httpx
@@ -152,6 +158,20 @@ class Services:
             "sink", lambda: post(self.http, sink, event, timeout=5.0), (Unavailable,)
         )
 
+    async def publish(self, event: CloudEvent, topic: str) -> None:
+        """Publish an emitted event through the Dapr sidecar (`nextup.dapr`)."""
+        from nextup import dapr
+
+        port = self.settings.dapr_http_port
+        if port is None:
+            raise RuntimeError("publish() needs DAPR_HTTP_PORT")
+        pubsub = self.settings.dapr_pubsub
+        await self._guarded(
+            "dapr",
+            lambda: dapr.publish(self.http, port, pubsub, topic, event, timeout=5.0),
+            (Unavailable,),
+        )
+
     async def backend_create_task(self, task: dict[str, Any], *, idempotency_key: str) -> None:
         from nextup import backend
 
@@ -186,6 +206,7 @@ class Services:
             "store": True,
             "smtp": bool(settings.smtp_url),
             "sink": bool(settings.sink),
+            "dapr": bool(settings.dapr_http_port),
             "backend": bool(settings.backend_url),
         }
         return tuple(name for name, used in present.items() if used)
@@ -198,8 +219,12 @@ class Services:
                 probes[name] = lambda: asyncio.to_thread(self.store.ping)
             elif name == "smtp":
                 probes[name] = self._check_smtp
+            elif name == "sink" and self.settings.dapr_http_port and not self.settings.sink:
+                probes["dapr"] = self._check_dapr  # emitted events go through the sidecar
             elif name == "sink":
                 probes[name] = self._check_sink
+            elif name == "dapr" and self.settings.dapr_http_port:
+                probes[name] = self._check_dapr
             elif name == "backend" and self.settings.backend_url:
                 probes[name] = self._check_backend
         return probes
@@ -213,13 +238,19 @@ class Services:
     async def _check_sink(self) -> None:
         if not self.settings.sink:
             raise Unavailable(
-                "K_SINK is not set: this function may emit several events per delivery and "
-                "can only reply with one",
+                "K_SINK is not set (nor DAPR_HTTP_PORT): this function may emit several "
+                "events per delivery and can only reply with one",
                 field="sink",
             )
         from nextup.emit import ping
 
         await ping(self.http, self.settings.sink, timeout=CHECK_TIMEOUT)
+
+    async def _check_dapr(self) -> None:
+        from nextup import dapr
+
+        assert self.settings.dapr_http_port is not None
+        await dapr.ping(self.http, self.settings.dapr_http_port, timeout=CHECK_TIMEOUT)
 
     async def _check_backend(self) -> None:
         import httpx

@@ -199,7 +199,7 @@ async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Res
 async def _sweep(services: Services, event: CloudEvent, data: ReminderDue | None) -> Result:
     now = services.now()
     owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    limit = services.settings.sweep_limit if services.settings.sink else 1
+    limit = services.settings.sweep_limit if services.can_emit_many else 1
     outbox: list[Reminder] = []
     counts = {"sent": 0, "cancelled": 0, "failed": 0, "announced_late": 0, "left": 0}
     stop_claiming = time.monotonic() + SWEEP_BUDGET
@@ -219,7 +219,7 @@ async def _sweep(services: Services, event: CloudEvent, data: ReminderDue | None
         elif outcome != "skipped":
             counts[outcome] += 1
 
-    if counts["left"] and not services.settings.sink:
+    if counts["left"] and not services.can_emit_many:
         log.warning(
             "reminders left for later ticks: K_SINK is not set, so one delivery can "
             "announce only one reminder (its reply)",
