@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 dev: $(STAMP)
-	$(BIN)/nextup dev
+	$(BIN)/nextup dev $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check functions tests bench

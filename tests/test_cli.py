@@ -100,3 +100,65 @@ def test_a_listing_names_the_store_it_read_by_its_absolute_path(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"no tasks for user u1 in sqlite://{tmp_path}/rel/state.db"
+
+
+def test_help_shows_only_what_a_person_runs_and_every_default():
+    top = nextup("--help")
+    assert top.returncode == 0
+    assert "SUPPRESS" not in top.stdout and "dispatcher" not in top.stdout
+    for command in ("store", "tasks", "events", "dev", "emit"):
+        assert f"    {command}" in top.stdout, command
+    wide = {"COLUMNS": "200"}  # no wrapping inside what is looked for
+    dev = nextup("dev", "--help", env=wide).stdout
+    for default in ("(default: 8080)", "(default: .nextup)", "(default: 60.0)", "(default: 16)"):
+        assert default in dev, default
+    emit = nextup("emit", "--help", env=wide).stdout
+    assert "--timeout TIMEOUT" in emit and "seconds to wait for the answer (default: 10.0)" in emit
+
+
+@pytest.mark.parametrize("group", ["tasks", "store", "events"])
+def test_a_command_group_alone_prints_its_commands_not_an_argparse_error(group):
+    done = nextup(group)
+    assert done.returncode == 2
+    assert "required" not in done.stderr
+    assert f"usage: nextup {group} [-h] COMMAND" in done.stderr
+
+
+def test_emit_with_nothing_listening_says_what_to_start(tmp_path):
+    done = nextup("emit", "todo.health.probe", "--data", "{}", "--state-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert "is nextup dev running? Start it with `make dev`" in done.stderr
+    assert "--to URL" in done.stderr
+
+
+def test_the_listing_keeps_its_columns_for_long_ids_and_says_what_became_of_reminders(
+    tmp_path,
+):
+    from nextup import reminders
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    long_id = "a-task-id-that-is-much-longer-than-thirty-five-characters-" + "x" * 40
+    due = {"due_at": "2026-11-24T09:00:00+01:00", "reminder": {"before": "PT15M"}}
+    with open_store(url) as store:
+        for task_id, title in ((long_id, "long"), ("t1", "short")):
+            fields = TaskFields.model_validate({"title": title, **due})
+            task, _ = store.create_task(tasks.register("u1", task_id, fields, event_key="k"))
+            store.save_reminder(reminders.schedule(task, None))
+        failed = store.get_reminder("u1", "t1").model_copy(
+            update={"status": reminders.ReminderStatus.FAILED, "error": "webhook answered 410"}
+        )
+        store.save_reminder(failed)
+    table = nextup("tasks", "list", "--user", "u1", "--store", url).stdout.splitlines()
+    header, *rows = table
+    starts = [header.index(name) for name in ("STATUS", "DUE", "REMINDER", "TITLE")]
+    for row in rows:
+        cells = [row[at:].split("  ", 1)[0] for at in starts]
+        assert cells[0] == "open" and cells[1].startswith("2026-11-24T09:00:00+01:00"), row
+    by_title = {row.rsplit(None, 1)[-1]: row for row in rows}
+    assert "pending 2026-11-24T07:45:00+00:00" in by_title["long"]
+    assert "failed: webhook answered 410" in by_title["short"]
+    listed = json.loads(nextup("tasks", "list", "--user", "u1", "--json", "--store", url).stdout)
+    assert {row["task_id"]: row["reminder"]["status"] for row in listed} == {
+        long_id: "pending",
+        "t1": "failed",
+    }

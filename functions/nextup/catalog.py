@@ -48,6 +48,10 @@ def _constraints(schema: dict[str, Any]) -> str:
 
 
 def _field_table(schema: dict[str, Any], defs: dict[str, Any]) -> list[str]:
+    if "enum" in schema:
+        choices = " or ".join(f"`{json.dumps(value)}`" for value in schema["enum"])
+        paragraphs = [" ".join(p.split()) for p in schema.get("description", "").split("\n\n")]
+        return [f"One of {choices}.", "", *(line for p in paragraphs if p for line in (p, ""))]
     properties = schema.get("properties", {})
     if not properties:
         return ["_Any JSON; nothing in it is read._", ""]
@@ -93,6 +97,11 @@ def render_markdown() -> str:
         "`[A-Za-z0-9_.:@-]{1,128}`; `data` is at most 256 KiB.",
         "Datetimes are ISO 8601; a datetime without an offset is read in the task's",
         "`timezone`, or UTC when it has none.",
+        "",
+        "The broker takes any CloudEvent: a type no Trigger routes (one not listed here, or",
+        "one only the todo app consumes, like `todo.task.scheduled` posted back to it) is",
+        "accepted with 202 and reaches no function. `nextup dev` prints an `unrouted` line",
+        "for each such event and counts them in `GET /status` (`events.unrouted`).",
         "",
         "| type | producer | consumers |",
         "| --- | --- | --- |",

@@ -33,7 +33,7 @@ def _store_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_row(task) -> dict:
+def _task_row(task, reminder) -> dict:
     return {
         "task_id": task.task_id,
         "title": task.title,
@@ -44,13 +44,37 @@ def _task_row(task) -> dict:
         "occurrence": task.occurrence,
         "recurrence": task.recurrence.rule if task.recurrence else None,
         "completed_at": task.completed_at.isoformat() if task.completed_at else None,
+        "reminder": None
+        if reminder is None
+        else {
+            "status": reminder.status.value,
+            "remind_at": reminder.remind_at.isoformat(),
+            "channel": reminder.channel,
+            "sent_at": reminder.sent_at.isoformat() if reminder.sent_at else None,
+            "error": reminder.error,
+        },
     }
+
+
+def _reminder_cell(reminder: dict | None) -> str:
+    """What a person wants to know of a reminder: when, or what became of it and why."""
+    if reminder is None:
+        return "-"
+    status = reminder["status"]
+    if status == "pending":
+        return f"pending {reminder['remind_at']}"
+    if status == "sent":
+        return f"sent by {reminder['channel']} {reminder['sent_at']}"
+    if status == "failed":
+        return f"failed: {reminder['error']}"
+    return status
 
 
 def _tasks_list(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        rows = [_task_row(task) for task in store.list_tasks(args.user)]
+        reminders = {r.task_id: r for r in store.list_reminders(args.user)}
+        rows = [_task_row(t, reminders.get(t.task_id)) for t in store.list_tasks(args.user)]
     finally:
         store.close()
     if args.json:
@@ -59,13 +83,21 @@ def _tasks_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no tasks for user {args.user} in {store.name}")
         return 0
-    widths = {"task_id": 34, "status": 9, "due_at": 25}
-    print(f"{'TASK':<34} {'STATUS':<9} {'DUE':<25} TITLE")
-    for row in rows:
-        print(
-            f"{row['task_id']:<{widths['task_id']}} {row['status']:<{widths['status']}} "
-            f"{row['due_at'] or '-':<{widths['due_at']}} {row['title']}"
-        )
+    table = [
+        {
+            "TASK": row["task_id"],
+            "STATUS": row["status"],
+            "DUE": row["due_at"] or "-",
+            "REMINDER": _reminder_cell(row["reminder"]),
+            "TITLE": row["title"],
+        }
+        for row in rows
+    ]
+    # Every column as wide as its widest cell: ids run to 128 characters.
+    widths = {name: max(len(name), *(len(r[name]) for r in table)) for name in table[0]}
+    for row in [dict.fromkeys(widths, None), *table]:
+        cells = [(name if value is None else value) for name, value in row.items()]
+        print("  ".join(c.ljust(widths[n]) for c, n in zip(cells, widths, strict=True)).rstrip())
     return 0
 
 
@@ -103,12 +135,6 @@ def _dev(args: argparse.Namespace) -> int:
         summary_every=args.summary_every,
     )
     return asyncio.run(main(options))
-
-
-def _dev_dispatcher(args: argparse.Namespace) -> int:
-    from nextup.dev.dispatcher import serve
-
-    return serve(args.eventing, args.kafka, dict(args.route or []), args.concurrency)
 
 
 def _default_ingress(state_dir: str) -> str:
@@ -151,7 +177,13 @@ def _emit(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(url, headers=headers, content=body, timeout=args.timeout)
     except httpx.TransportError as exc:
-        print(f"nextup emit: {url} did not answer: {type(exc).__name__}", file=sys.stderr)
+        hint = (
+            "is nextup dev running? Start it with `make dev` (or `nextup dev`) in the "
+            "project, or give the broker's address with --to URL"
+            if args.to is None
+            else "is anything listening there?"
+        )
+        print(f"nextup emit: {url} did not answer ({type(exc).__name__}): {hint}", file=sys.stderr)
         return 1
     answer = f"{response.status_code} {response.reason_phrase}"
     print(f"{answer}  {event['type']} id={event['id']} -> {url}")
@@ -163,44 +195,86 @@ def _emit(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="nextup", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+class _Help(argparse.HelpFormatter):
+    """Every option's default in --help (where it has one worth saying), and descriptions
+    filled paragraph by paragraph."""
 
-    store = commands.add_parser("store", help="store administration")
-    store_commands = store.add_subparsers(dest="store_command", required=True)
-    init = store_commands.add_parser("init", help="create the DynamoDB table or SQLite schema")
-    init.add_argument("--store", help="store URL (default: NEXTUP_STORE_URL)")
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
+        return "\n\n".join(fill(p, width, indent) for p in paragraphs if p)
+
+
+def _commands(parser: argparse.ArgumentParser, title: str) -> argparse._SubParsersAction:
+    """Sub-commands; with none given, the parser's own help (not "required: ...")."""
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(run=usage)
+    return parser.add_subparsers(title=title, metavar="COMMAND")
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        help="store URL, sqlite:///PATH or dynamodb://TABLE "
+        "(default: NEXTUP_STORE_URL, else sqlite:///.nextup/state.db)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="nextup", description=__doc__, formatter_class=_Help)
+    commands = _commands(root, "commands")
+
+    store = commands.add_parser("store", help="store administration", formatter_class=_Help)
+    store_commands = _commands(store, "store commands")
+    init = store_commands.add_parser(
+        "init",
+        help="create the DynamoDB table (the SQLite store creates itself on first use)",
+        formatter_class=_Help,
+    )
+    _store_option(init)
     init.set_defaults(run=_store_init)
 
-    tasks = commands.add_parser("tasks", help="look at tasks")
-    task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
-    listing = task_commands.add_parser("list", help="a user's tasks")
+    tasks = commands.add_parser("tasks", help="look at tasks", formatter_class=_Help)
+    task_commands = _commands(tasks, "tasks commands")
+    listing = task_commands.add_parser(
+        "list", help="a user's tasks and what became of their reminders", formatter_class=_Help
+    )
     listing.add_argument("--user", required=True, help="the user whose tasks to list")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
-    listing.add_argument("--store", help="store URL (default: NEXTUP_STORE_URL)")
+    _store_option(listing)
     listing.set_defaults(run=_tasks_list)
 
-    events = commands.add_parser("events", help="the event catalog")
-    event_commands = events.add_subparsers(dest="events_command", required=True)
-    docs = event_commands.add_parser("docs", help="print docs/EVENTS.md")
+    events = commands.add_parser("events", help="the event catalog", formatter_class=_Help)
+    event_commands = _commands(events, "events commands")
+    docs = event_commands.add_parser("docs", help="print docs/EVENTS.md", formatter_class=_Help)
     docs.set_defaults(run=_events_docs)
 
     dev = commands.add_parser(
         "dev",
         help="run the whole function set locally on Kafka, from the eventing/ manifests",
-        description="Kafka (Tansu), the broker ingress, one dispatcher per Trigger, the "
-        "PingSources, the functions, a local mailbox; Ctrl-C stops everything.",
+        description="Kafka (Tansu), the broker ingress, a dispatcher for every Trigger, the "
+        "PingSources, the functions and a local mailbox; Ctrl-C stops everything.",
+        formatter_class=_Help,
     )
-    dev.add_argument("--port", type=int, default=8080, help="broker ingress port (default 8080)")
+    dev.add_argument("--port", type=int, default=8080, help="broker ingress port")
     dev.add_argument("--kafka", metavar="HOST:PORT", help="use this Kafka instead of Tansu")
     dev.add_argument(
-        "--store", help="store URL (default: NEXTUP_STORE_URL or sqlite:///.nextup/state.db)"
+        "--store", help="store URL (default: NEXTUP_STORE_URL, else sqlite:///.nextup/state.db)"
     )
-    dev.add_argument("--eventing", help="directory of eventing manifests (default: eventing/)")
     dev.add_argument(
-        "--state-dir", default=".nextup", help="mail, dead letters, logs (default .nextup)"
+        "--eventing", help="directory of eventing manifests (default: the project's eventing/)"
     )
+    dev.add_argument("--state-dir", default=".nextup", help="mail, dead letters, logs")
     dev.add_argument(
         "--scale-to-zero",
         action="store_true",
@@ -225,27 +299,19 @@ def parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(run=_dev)
 
-    # Internal: the dispatcher as its own process, started by `nextup dev`.
-    dispatcher = commands.add_parser("dev-dispatcher", help=argparse.SUPPRESS)
-    dispatcher.add_argument("--kafka", required=True)
-    dispatcher.add_argument("--eventing", required=True)
-    dispatcher.add_argument("--route", type=_route, action="append")
-    dispatcher.add_argument("--concurrency", type=int, default=16)
-    dispatcher.set_defaults(run=_dev_dispatcher)
-
-    emit = commands.add_parser("emit", help="post a CloudEvent to the local broker or any URL")
+    emit = commands.add_parser(
+        "emit", help="post a CloudEvent to the local broker or any URL", formatter_class=_Help
+    )
     emit.add_argument("type", help="the event type, e.g. todo.task.created")
     emit.add_argument("--data", required=True, help="the data as JSON, or @FILE")
-    emit.add_argument(
-        "--source", default="/nextup/cli", help="the event source (default /nextup/cli)"
-    )
+    emit.add_argument("--source", default="/nextup/cli", help="the event source")
     emit.add_argument("--id", help="the event id (default: a new UUID)")
     emit.add_argument("--subject", help="the subject attribute")
     emit.add_argument("--partition-key", help="the partitionkey extension")
     emit.add_argument("--to", help="where to POST (default: the running nextup dev's ingress)")
     emit.add_argument("--structured", action="store_true", help="structured mode (default binary)")
     emit.add_argument("--state-dir", default=".nextup", help="where nextup dev keeps dev.json")
-    emit.add_argument("--timeout", type=float, default=10.0)
+    emit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
     emit.set_defaults(run=_emit)
     return root
 

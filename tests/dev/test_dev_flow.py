@@ -168,3 +168,24 @@ def test_a_due_reminder_is_mailed_once_however_many_ticks_arrive(dev: DevStack) 
     assert message["To"] == f"{user}@example.com"
     assert message["Subject"] == f"Reminder: Water plant {task}"
     assert message["X-Nextup-Envelope-To"] == f"{user}@example.com"
+
+
+def test_an_event_no_trigger_routes_is_said_to_go_nowhere_and_the_logs_keep_it_all(
+    dev: DevStack,
+) -> None:
+    before = dev.status()["events"]
+    event_id = f"lost-{uuid.uuid4().hex[:8]}"
+    assert dev.post(*cloud_event("todo.nobody.listens", {}, id_=event_id)).status_code == 202
+    wait_for(lambda: dev.status()["events"]["unrouted"] == before["unrouted"] + 1, 30, "the count")
+    assert dev.status()["events"]["posted"] == before["posted"], "counted once, as unrouted"
+    # Shown even with --quiet: nothing will ever receive it.
+    line = wait_until(
+        lambda: [ln for ln in dev.log().splitlines() if f"id={event_id}" in ln], 10, "the line"
+    )
+    assert "unrouted" in line[0] and "no Trigger matches it" in line[0]
+    logs = dev.state_dir / "logs"
+    own = (logs / "nextup-dev.log").read_text()
+    assert "nextup dev is up" in own and f"id={event_id}" in own
+    dispatcher = (logs / "dispatcher.log").read_text()
+    assert "dispatching for 12 Triggers" in dispatcher
+    assert " delivered " in dispatcher, "what the dispatcher did, a line each, as it shows them"

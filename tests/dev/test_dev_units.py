@@ -446,3 +446,25 @@ def test_the_functions_never_import_the_local_runtime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_taken_port_is_one_clear_line_that_suggests_another_and_nothing_else(tmp_path: Path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "nextup.cli", "dev", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert f"--port {port + 1}" in out.stderr and "make dev ARGS=" in out.stderr
+    assert "trigger" not in out.stdout and "events onto the broker" not in out.stdout, out.stdout

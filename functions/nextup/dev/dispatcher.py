@@ -42,7 +42,7 @@ from nextup.dev.httpclient import BadRequest, HttpClient, HttpError, Timeout
 from nextup.dev.kafka import PRODUCER_SETTINGS
 from nextup.dev.manifests import Destination, Eventing, Trigger
 from nextup.dev.offsets import PartitionOffsets
-from nextup.dev.status import Flow, Sampler, Tally
+from nextup.dev.status import Flow, Sampler, Tally, describe
 from nextup.envelope import parse_http
 from nextup.errors import EventError
 
@@ -454,8 +454,14 @@ class Reporter:
     levels, written as one `Tally` line per interval; `show` for lines a person should see,
     `sample` to let only a few of the chatty ones through."""
 
-    def __init__(self, write: Callable[[str], None], flush_every: float = TALLY_EVERY) -> None:
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        flush_every: float = TALLY_EVERY,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.write = write
+        self.log = log  # a person's line for each Flow shown: the dispatcher's own log
         self.tally = Tally()
         self.sampler = Sampler()
         self.flush_every = flush_every
@@ -470,6 +476,8 @@ class Reporter:
 
     def show(self, flow: Flow) -> None:
         self.write(flow.encode())
+        if self.log is not None:
+            self.log(describe(flow))
 
     def sample(self) -> bool:
         return self.sampler.allow()
@@ -567,8 +575,9 @@ async def _commit_loop(dispatchers: list[TriggerDispatcher], stop: asyncio.Event
 
 
 def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency: int) -> int:
-    """The dispatcher as its own process (`nextup dev-dispatcher`): Tally and Flow lines on
-    stdout, stops on SIGTERM or SIGINT, and when the `nextup dev` that started it is gone."""
+    """The dispatcher as its own process (`python -m nextup.dev.dispatcher`): Tally and Flow
+    lines on stdout, stops on SIGTERM or SIGINT, and when the `nextup dev` that started it is
+    gone."""
     import os
     import signal
     import sys
@@ -583,6 +592,11 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
         out.write(line + "\n")
         out.flush()
 
+    def log(line: str) -> None:
+        # stderr is .nextup/logs/dispatcher.log (stdout carries the lines for nextup dev).
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -595,7 +609,11 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
                 await asyncio.sleep(1.0)
             stop.set()
 
-        report = Reporter(write)
+        report = Reporter(write, log=log)
+        log(
+            f"dispatching for {len(eventing.triggers)} Triggers of {eventing_dir}, "
+            f"Kafka {bootstrap}, {concurrency} deliveries in flight per unordered Trigger"
+        )
         watcher = asyncio.create_task(orphaned())
         reporter = asyncio.create_task(report.run(stop))
         # How many events one Trigger may hold queued before it reads on its own: small
@@ -612,3 +630,21 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
 
     run_loop(main())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m nextup.dev.dispatcher`: what `nextup dev` starts; not a command for people."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="nextup.dev.dispatcher", description=serve.__doc__)
+    parser.add_argument("--kafka", required=True, metavar="HOST:PORT")
+    parser.add_argument("--eventing", required=True, help="directory of eventing manifests")
+    parser.add_argument("--route", action="append", default=[], metavar="NAME=URL")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    args = parser.parse_args(argv)
+    routes = dict(route.split("=", 1) for route in args.route)
+    return serve(args.eventing, args.kafka, routes, args.concurrency)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

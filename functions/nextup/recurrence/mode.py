@@ -8,9 +8,10 @@ from enum import StrEnum
 class Mode(StrEnum):
     """How the next task of a series is dated.
 
-    SCHEDULE: on the series' fixed schedule, the next occurrence after the later of the
+    `schedule`: on the series' fixed schedule, the next occurrence after the later of the
     due date and the completion; missed occurrences are skipped, never piled up.
-    COMPLETION: from the completion (Todoist ``every!``, Things "after completion"): the
+
+    `completion`: from the completion (Todoist ``every!``, Things "after completion"): the
     rule restarts at the moment the task was completed.
     """
 

@@ -218,6 +218,17 @@ class Store:
         item = self._backend.get(layout.user_pk(user_id), layout.reminder_sk(task_id))
         return None if item is None else self._load(Reminder, item)
 
+    def list_reminders(self, user_id: str) -> list[Reminder]:
+        """Every reminder of a user, by task id."""
+        pk = layout.user_pk(user_id)
+        found: list[Reminder] = []
+        cursor: str | None = None
+        while True:
+            items, cursor = self._backend.query(pk, layout.REMINDER, limit=LIST_PAGE, cursor=cursor)
+            found.extend(self._load(Reminder, item) for item in items)
+            if cursor is None:
+                return found
+
     def save_reminder(self, reminder: Reminder) -> Reminder:
         """Version 0 creates the reminder if absent, any other version compare-and-sets.
 
