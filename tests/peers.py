@@ -1,4 +1,5 @@
-"""Real peers for tests, started as subprocesses: a moto server speaking the DynamoDB API.
+"""Real peers for tests, started as subprocesses: a moto server speaking the DynamoDB API
+(with DynamoDB's atomic conditional writes: see `motoserver`).
 
 A peer that does not come up is an error, never a skip: a green run must mean the tests
 ran against it. Each pytest-xdist worker starts its own server (session scope).
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT = 30.0
+MOTO_SERVER = Path(__file__).with_name("motoserver.py")
 
 
 def free_port() -> int:
@@ -65,7 +67,7 @@ class MotoServer:
         until it answers HTTP."""
         # Logs go to a file: a pipe nobody reads fills up and stalls the server.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -47,6 +47,13 @@ class NotFound(EventError):
     status = 404
 
 
+class UnprocessableContent(EventError):
+    """Well-formed, but it cannot be acted on (an event id reused for another event):
+    422, which the broker does not retry, so it goes to the dead-letter sink."""
+
+    status = 422
+
+
 class PayloadTooLarge(EventError):
     status = 413
 

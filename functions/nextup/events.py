@@ -36,6 +36,7 @@ OCCURRENCE_REQUESTED = "todo.occurrence.requested"
 TASK_SCHEDULED = "todo.task.scheduled"
 REMINDER_DUE = "todo.reminder.due"
 REMINDER_SENT = "todo.reminder.sent"
+REMINDER_FAILED = "todo.reminder.failed"
 HEALTH_PROBE = "todo.health.probe"
 HEALTH_REPORTED = "todo.health.reported"
 PING = "dev.knative.sources.ping"
@@ -113,6 +114,19 @@ class ReminderSent(Model):
     remind_at: datetime
     due_at: datetime | None = None
     sent_at: datetime
+
+
+class ReminderFailed(Model):
+    """Data of `todo.reminder.failed`: a reminder that could not be delivered, for good."""
+
+    user_id: Id
+    task_id: Id
+    channel: Literal["email", "webhook"] | None = None
+    error: str = Field(max_length=300)
+    attempts: int = Field(ge=0)
+    remind_at: datetime
+    due_at: datetime | None = None
+    failed_at: datetime
 
 
 class HealthProbe(Model):
@@ -272,6 +286,24 @@ CATALOG: dict[str, EventType] = {
                 "remind_at": "2026-11-24T07:45:00Z",
                 "due_at": "2026-11-24T09:00:00+01:00",
                 "sent_at": "2026-11-24T07:45:02Z",
+            },
+        ),
+        EventType(
+            REMINDER_FAILED,
+            ReminderFailed,
+            "send-reminder",
+            ("the todo app",),
+            "A reminder could not be delivered and will not be tried again: the recipient "
+            "refused it, or kept failing through every retry. `error` says why.",
+            {
+                "user_id": "u1",
+                "task_id": "t1",
+                "channel": "webhook",
+                "error": "webhook answered 410",
+                "attempts": 1,
+                "remind_at": "2026-11-24T07:45:00Z",
+                "due_at": "2026-11-24T09:00:00+01:00",
+                "failed_at": "2026-11-24T07:45:01Z",
             },
         ),
         EventType(

@@ -1,20 +1,23 @@
-"""The four functions: what each consumes and emits, its handler and its dependencies.
+"""The four functions, each declared once: every type it consumes with its handler, what
+it emits, what it depends on, and its Dapr topic.
 
 `functions/<name>/main.py` binds one of these to functions-framework; the eventing
-manifests and the local runtime read the same declarations. Handlers are named, not
-imported, so a function's cold start never loads the other three's code.
+manifests, the local runtime and the tests read the same declarations. Handlers are named,
+not imported, so a function's cold start never loads the other functions' code.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from nextup.contract import Function
 from nextup.events import (
     HEALTH_PROBE,
     HEALTH_REPORTED,
     OCCURRENCE_REQUESTED,
     PING,
     REMINDER_DUE,
+    REMINDER_FAILED,
     REMINDER_SENT,
     TASK_COMPLETED,
     TASK_CREATED,
@@ -22,38 +25,46 @@ from nextup.events import (
     TASK_SCHEDULED,
     TASK_UPDATED,
 )
-from nextup.runtime import Function
+
+_SCHEDULE_NEXT = "nextup.handlers.schedule_next"
 
 COMPLETE_TASK = Function(
     name="complete-task",
-    consumes=frozenset({TASK_COMPLETED}),
+    consumes={TASK_COMPLETED: "nextup.handlers.complete_task:handle"},
     emits=frozenset({OCCURRENCE_REQUESTED}),
-    handler="nextup.handlers.complete_task:handle",
     dependencies=("store",),
     dapr_topic="task-events",
 )
 SCHEDULE_NEXT = Function(
     name="schedule-next",
-    consumes=frozenset({TASK_CREATED, TASK_UPDATED, TASK_DELETED, OCCURRENCE_REQUESTED}),
+    consumes={
+        TASK_CREATED: f"{_SCHEDULE_NEXT}:created",
+        TASK_UPDATED: f"{_SCHEDULE_NEXT}:updated",
+        TASK_DELETED: f"{_SCHEDULE_NEXT}:deleted",
+        OCCURRENCE_REQUESTED: f"{_SCHEDULE_NEXT}:occurrence",
+    },
     emits=frozenset({TASK_SCHEDULED}),
-    handler="nextup.handlers.schedule_next:handle",
     dependencies=("store", "backend"),
     dapr_topic="task-events",
 )
 SEND_REMINDER = Function(
     name="send-reminder",
-    consumes=frozenset({PING, REMINDER_DUE}),
-    emits=frozenset({REMINDER_SENT}),
-    handler="nextup.handlers.send_reminder:handle",
+    consumes={
+        PING: "nextup.handlers.send_reminder:handle",
+        REMINDER_DUE: "nextup.handlers.send_reminder:handle",
+    },
+    emits=frozenset({REMINDER_SENT, REMINDER_FAILED}),
     dependencies=("store", "smtp", "sink", "backend"),
     dapr_topic="reminders",
     ticks=True,
 )
 HEALTH = Function(
     name="health",
-    consumes=frozenset({HEALTH_PROBE, PING}),
+    consumes={
+        HEALTH_PROBE: "nextup.handlers.health:handle",
+        PING: "nextup.handlers.health:handle",
+    },
     emits=frozenset({HEALTH_REPORTED}),
-    handler="nextup.handlers.health:handle",
     dependencies=(),
     dapr_topic="health",
     ticks=True,

@@ -5,6 +5,12 @@ One reminder per task, keyed by the task. It is ``pending`` until a sender claim
 ``announced`` once its event is out); completing or deleting the task cancels it.
 Moving the task's due time reschedules it as a new pending reminder with a new
 Message-ID, so an old send is never mistaken for the new one.
+
+A failure belongs to the one reminder it happened to: a recipient that refuses for good
+makes it ``failed`` at once (with the reason); one that fails for now (a webhook answering
+503, a mailbox that is full) gets it retried on its own schedule, backing off from
+`RETRY_FIRST` to `RETRY_MOST`, and ``failed`` after `MAX_ATTEMPTS`. A failed reminder is
+announced like a sent one (`todo.reminder.failed`), so a person can find out why.
 """
 
 from __future__ import annotations
@@ -19,12 +25,18 @@ from pydantic import AfterValidator, Field
 from nextup.fields import Id, Model
 from nextup.tasks import Task, TaskStatus
 
+# Per-reminder retries of a recipient that failed for now: 30 s, 1, 2, 4 ... minutes, at
+# most an hour apart, and given up on the eighth attempt (about an hour and a half on).
+RETRY_FIRST = timedelta(seconds=30)
+RETRY_MOST = timedelta(hours=1)
+MAX_ATTEMPTS = 8
+
 
 class ReminderStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     CANCELLED = "cancelled"
-    FAILED = "failed"  # the target refused it for good (no address, webhook 4xx ...)
+    FAILED = "failed"  # the target refused it for good, or kept failing: `error` says why
 
 
 def _utc(value: datetime) -> datetime:
@@ -43,7 +55,10 @@ class Reminder(Model):
     lease_owner: str | None = None
     lease_until: datetime | None = None
     attempts: int = Field(default=0, ge=0)
+    # When a recipient that failed for now is tried again (None: at remind_at).
+    retry_at: Annotated[datetime, AfterValidator(_utc)] | None = None
     sent_at: datetime | None = None
+    failed_at: datetime | None = None
     channel: str | None = None
     message_id: str | None = None
     error: str | None = None
@@ -55,22 +70,26 @@ class Reminder(Model):
 
     @property
     def indexed(self) -> bool:
-        """In the due index: waiting to be sent, or sent and waiting to be announced."""
-        return self.status is ReminderStatus.PENDING or (
-            self.status is ReminderStatus.SENT and not self.announced
-        )
+        """In the due index: waiting to be sent, or sent (or failed) and waiting to be
+        announced."""
+        return self.status is ReminderStatus.PENDING or self.unannounced
 
     @property
     def unannounced(self) -> bool:
-        return self.status is ReminderStatus.SENT and not self.announced
+        return self.status in (ReminderStatus.SENT, ReminderStatus.FAILED) and not self.announced
 
     def claimable(self, now: datetime) -> bool:
         """Pending, due, and not leased by a sender that may still be working on it."""
         return (
             self.status is ReminderStatus.PENDING
-            and self.remind_at <= now
+            and due_time(self) <= now
             and (self.lease_until is None or self.lease_until <= now)
         )
+
+
+def due_time(reminder: Reminder) -> datetime:
+    """When the reminder is next to be tried: its time, or its retry's."""
+    return reminder.retry_at or reminder.remind_at
 
 
 def remind_at(task: Task) -> datetime | None:
@@ -126,6 +145,55 @@ def mark_sent(reminder: Reminder, *, channel: str, message_id: str, sent_at: dat
             "message_id": message_id,
             "sent_at": sent_at,
             "lease_until": None,
+        }
+    )
+
+
+def mark_failed(reminder: Reminder, *, error: str, failed_at: datetime) -> Reminder:
+    """Failed for good: out of the sender's hands, to be announced with its reason."""
+    return reminder.model_copy(
+        update={
+            "status": ReminderStatus.FAILED,
+            "error": error[:300],
+            "failed_at": failed_at,
+            "lease_owner": None,
+            "lease_until": None,
+            "retry_at": None,
+        }
+    )
+
+
+def retry_later(
+    reminder: Reminder, *, error: str, now: datetime, after: float | None = None
+) -> Reminder:
+    """A claimed reminder whose recipient failed for now: tried again later, backing off
+    (no sooner than `after` seconds when the recipient said so), or failed for good once
+    it has had `MAX_ATTEMPTS`."""
+    if reminder.attempts >= MAX_ATTEMPTS:
+        return mark_failed(
+            reminder, error=f"gave up after {reminder.attempts} attempts: {error}", failed_at=now
+        )
+    backoff = min(RETRY_FIRST * 2 ** max(reminder.attempts - 1, 0), RETRY_MOST)
+    if after is not None:
+        backoff = max(backoff, min(timedelta(seconds=after), RETRY_MOST))
+    return reminder.model_copy(
+        update={
+            "error": error[:300],
+            "retry_at": now + backoff,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+    )
+
+
+def release(reminder: Reminder) -> Reminder:
+    """A claimed reminder that was not tried after all (what it needs is down): its lease
+    given back and the attempt not counted."""
+    return reminder.model_copy(
+        update={
+            "lease_owner": None,
+            "lease_until": None,
+            "attempts": max(reminder.attempts - 1, 0),
         }
     )
 

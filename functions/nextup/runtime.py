@@ -5,33 +5,46 @@ values, so the functions use its ASGI `http` signature and this module does the 
 
 - POST on any path: a CloudEvent (binary or structured mode; for functions that sweep,
   also the OpenFaaS cron-connector's empty POST), decoded, deduplicated on `source`+`id`
-  through a stored receipt, handled, and answered. Emitted events go to `K_SINK` (202) or,
-  without one, the single emitted event is the reply (200, binary mode).
+  through a receipt, handled, and answered. A `Transaction` handler's receipt is committed
+  with its effects, all or nothing; an `Effect`'s after it (`nextup.contract`). Emitted
+  events go to `K_SINK` or through a Dapr sidecar (202) or, without either, the single
+  emitted event is the reply (200, binary mode). A redelivery gets the first answer, and
+  its events are sent again (same ids) in case the first delivery could not send them;
+  a second event reusing a `source`+`id` for other data gets 422 and changes nothing.
 - GET `/health/liveness`, `/health/readiness` (Knative functions) and `/_/health`,
   `/_/ready` (OpenFaaS watchdog); readiness probes the real dependencies.
 - GET `/dapr/subscribe`, and Dapr's SUCCESS/RETRY/DROP answers for Dapr deliveries.
 - Errors: `EventError`s become their status with `{"error", "field"}`; a 503 carries
-  `Retry-After`. Anything else is a bug in nextup and answers 500.
+  `Retry-After`. A client that goes away mid-request is logged as such, not as an error.
+  Anything else is a bug in nextup and answers 500.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from nextup import logs
 from nextup.config import settings as load_settings
+from nextup.contract import Context, Effect, Function, Result, Transaction
 from nextup.envelope import MAX_BODY, CloudEvent, event_key, parse_http, to_binary
-from nextup.errors import BadRequest, EventError, PayloadTooLarge, Unauthorized, Unavailable
+from nextup.errors import (
+    BadRequest,
+    EventError,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnprocessableContent,
+)
 from nextup.events import PING, Decoded, decode
 from nextup.services import Services
 
@@ -39,57 +52,12 @@ LIVENESS = ("/health/liveness", "/_/health")
 READINESS = ("/health/readiness", "/_/ready")
 # What the broker retries; Dapr is told RETRY for these and DROP for other client errors.
 RETRIED = {404, 408, 409, 429}
+# Rounds of read, decide and commit before a transaction that keeps losing races gives up
+# (503: the broker tries again later).
+COMMIT_ROUNDS = 8
 
 
-@dataclass(frozen=True)
-class Result:
-    """What a handler did: an outcome word for logs and replies, and the events it emits.
-
-    `delivered` runs once the events are out (posted to the sink, or about to be the
-    reply): a handler that keeps an outbox marks its entries done there. `settled` runs
-    after that, whether the events went out or not: a handler releases there what it held
-    for the whole delivery.
-    """
-
-    outcome: str
-    events: tuple[CloudEvent, ...] = ()
-    detail: dict[str, Any] = field(default_factory=dict)
-    delivered: Callable[[], Awaitable[None]] | None = None
-    settled: Callable[[], None] | None = None
-
-
-Handler = Callable[[Services, CloudEvent, Decoded], Awaitable[Result]]
-
-
-@dataclass(frozen=True)
-class Function:
-    name: str
-    consumes: frozenset[str]
-    emits: frozenset[str]
-    # "module:attribute" of the Handler, imported on first use.
-    handler: str
-    dependencies: tuple[str, ...]
-    dapr_topic: str
-    # Accept the OpenFaaS cron-connector's plain POST as a ping tick.
-    ticks: bool = False
-    # GET / and /health report every configured dependency (the health function).
-    report: bool = False
-    # Under a Dapr sidecar: the topic each emitted type is published to (see functions.py).
-    dapr_publish: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # A reply whose type matches the function's own Trigger would loop forever.
-        if self.consumes & self.emits:
-            raise ValueError(
-                f"{self.name} emits a type it consumes: {sorted(self.consumes & self.emits)}"
-            )
-
-    def load_handler(self) -> Handler:
-        module, _, attribute = self.handler.partition(":")
-        return getattr(importlib.import_module(module), attribute)
-
-
-def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -100,11 +68,6 @@ def error_response(exc: EventError) -> Response:
     elif isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     return _json(exc.body(), exc.status, headers)
-
-
-def _event_response(event: CloudEvent) -> Response:
-    headers, body = to_binary(event)
-    return Response(body, status_code=200, headers=headers)
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
@@ -155,19 +118,23 @@ def _dapr(response: Response) -> Response:
     return _json({"status": verdict}, 200)
 
 
-def _describe(response: Response) -> dict[str, Any]:
-    if response.headers.get("ce-id"):
-        return {"event": {"headers": dict(response.headers), "body": response.body.decode()}}
-    return {"body": json.loads(response.body) if response.body else None}
+def digest(decoded: Decoded) -> str:
+    """What an event asks for, fingerprinted: its type and validated data, not how it
+    travelled (Dapr adds attributes to a redelivery, a producer may resend in the other
+    content mode)."""
+    canonical = json.dumps(
+        [decoded.type, decoded.data.model_dump(mode="json")], sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _replay(stored: dict[str, Any], status: int) -> Response:
-    if "event" in stored:
-        headers = {
-            k: v for k, v in stored["event"]["headers"].items() if k.lower() != "content-length"
-        }
-        return Response(stored["event"]["body"].encode(), status_code=status, headers=headers)
-    return _json(stored.get("body") or {}, status)
+def _stored(event: CloudEvent) -> dict[str, Any]:
+    return {"attributes": event.get_attributes(), "data": event.data}
+
+
+def _event_response(event: CloudEvent) -> Response:
+    headers, body = to_binary(event)
+    return Response(body, status_code=200, headers=headers)
 
 
 class App:
@@ -175,7 +142,6 @@ class App:
 
     def __init__(self, function: Function) -> None:
         self.function = function
-        self._handler: Handler | None = None
         self._services: Services | None = None
         self._log: logging.Logger | None = None
 
@@ -186,12 +152,6 @@ class App:
             self._log = logs.configure(self.function.name, settings.log_level)
             self._services = Services(settings, self.function.name)
         return self._services
-
-    @property
-    def handler(self) -> Handler:
-        if self._handler is None:
-            self._handler = self.function.load_handler()
-        return self._handler
 
     @property
     def log(self) -> logging.Logger:
@@ -274,6 +234,10 @@ class App:
             response = error_response(exc)
             outcome = "rejected" if exc.status < 500 else "unavailable"
             error = exc.error
+        except ClientDisconnect:
+            # The client went away mid-request: nobody to answer, nothing of ours failed.
+            response = Response(status_code=499)
+            outcome, error = "aborted", "the client closed the connection"
         except Exception:
             self.log.exception("handler failed", extra=self._fields(event, decoded))
             response = _json({"error": "internal error", "field": None}, 500)
@@ -315,68 +279,140 @@ class App:
             raise BadRequest(
                 f"{fn.name} does not handle {decoded.type}; it handles {handled}", field="type"
             )
-        from nextup.store import SYSTEM_SCOPE
+        ctx = Context(event, decoded, event_key(event), services.now(), services.source)
+        handler = fn.handler(decoded.type)
+        if isinstance(handler, Transaction):
+            return await self.transact(handler, ctx)
+        return await self.affect(handler, ctx)
 
-        store = services.store
-        scope = getattr(decoded.data, "user_id", None) or SYSTEM_SCOPE
-        key = event_key(event)
-        receipt = await services.db(store.get_receipt, scope, key, now=services.now())
-        if receipt is not None:
-            return _replay(receipt.reply or {}, receipt.status), "duplicate"
-        result = await self.handler(services, event, decoded)
+    async def transact(self, handler: Transaction, ctx: Context) -> tuple[Response, str]:
+        """Read, decide, commit the receipt with the effects; again from fresh state if
+        another delivery committed first (then usually to answer as it did)."""
+        from nextup.store import CommitConflict, receipt_ref
+
+        services, store = self.services, self.services.store
+        fingerprint = digest(ctx.decoded)
+        for _ in range(COMMIT_ROUNDS):
+            prepared = handler.prepare(ctx)
+            receipt, *found = await services.db(store.load, [receipt_ref(ctx.key), *prepared.reads])
+            if receipt is not None and not receipt.expired(ctx.now):
+                return await self.replay(receipt, fingerprint), "duplicate"
+            decision = prepared.decide(found)
+            if decision.before_commit is not None:
+                await decision.before_commit(services)
+            response = self.answer(ctx.event, decision.outcome, decision.events, decision.detail)
+            new_receipt = self.receipt(ctx, fingerprint, response, decision.events, receipt)
+            try:
+                await services.db(store.commit, [*decision.changes, new_receipt])
+            except CommitConflict:
+                continue
+            await self.send(decision.events)
+            return response, decision.outcome
+        raise Unavailable("the event's state keeps changing: try again", field="store")
+
+    async def affect(self, handler: Effect, ctx: Context) -> tuple[Response, str]:
+        """An effect runs its own course; its receipt is kept once its events are out."""
+        from nextup.store import CommitConflict, receipt_ref
+
+        services, store = self.services, self.services.store
+        fingerprint = digest(ctx.decoded)
+        [receipt] = await services.db(store.load, [receipt_ref(ctx.key)])
+        if receipt is not None and not receipt.expired(ctx.now):
+            return await self.replay(receipt, fingerprint), "duplicate"
+        result: Result = await handler.run(services, ctx)
         try:
-            response = await self.deliver(event, result)
+            response = self.answer(ctx.event, result.outcome, result.events, result.detail)
+            await self.send(result.events)
             if result.delivered is not None:
                 await result.delivered()
         finally:
             if result.settled is not None:
                 result.settled()
-        await self.remember(scope, key, response)
+        if result.unavailable is not None:
+            raise result.unavailable  # what could be done is done; the rest waits for it
+        new_receipt = self.receipt(ctx, fingerprint, response, result.events, receipt)
+        with contextlib.suppress(CommitConflict):  # a concurrent delivery kept its own
+            await services.db(store.commit, [new_receipt])
         return response, result.outcome
 
-    async def deliver(self, event: CloudEvent, result: Result) -> Response:
-        """Send what the handler emitted: to K_SINK, else through the Dapr sidecar, else as
-        the reply. Any failure leaves the event unanswered (503), so the broker or Dapr
-        delivers it again and the same events, with the same ids, go out then."""
-        services = self.services
-        settings = services.settings
-        ids = [e["id"] for e in result.events]
-        if result.events and (settings.sink or settings.dapr_http_port):
-            for emitted in result.events:
-                if settings.sink:
-                    await services.emit(emitted)
-                else:
-                    await services.publish(emitted, self.dapr_topic(emitted["type"]))
-            return _json({"outcome": result.outcome, "emitted": ids, **result.detail}, 202)
-        if not result.events:
-            return _json({"outcome": result.outcome, **result.detail}, 202)
+    def answer(
+        self,
+        event: CloudEvent,
+        outcome: str,
+        events: tuple[CloudEvent, ...],
+        detail: dict[str, Any],
+    ) -> Response:
+        """The answer to a delivery, decided before anything is stored: 202 when the events
+        go out by K_SINK or Dapr (or there are none), else the one event as the reply."""
+        settings = self.services.settings
+        if not events:
+            return _json({"outcome": outcome, **detail}, 202)
+        if settings.sink or settings.dapr_http_port:
+            ids = [e["id"] for e in events]
+            return _json({"outcome": outcome, "emitted": ids, **detail}, 202)
         if _from_dapr(event):
             raise Unavailable(
                 "neither K_SINK nor DAPR_HTTP_PORT is set: under Dapr an emitted event "
                 "cannot travel as the reply",
                 field="sink",
             )
-        if len(result.events) > 1:
-            raise RuntimeError(f"{len(result.events)} events to emit and no K_SINK to send them to")
-        return _event_response(result.events[0])
+        if len(events) > 1:
+            raise RuntimeError(f"{len(events)} events to emit and no K_SINK to send them to")
+        return _event_response(events[0])
+
+    async def send(self, events: tuple[CloudEvent, ...] | list[CloudEvent]) -> None:
+        """Emitted events out by K_SINK, else through the Dapr sidecar (in reply mode the
+        answer carries the one event). A failure answers 503: the broker, or Dapr,
+        delivers again and the receipt's events go out then, with the same ids."""
+        services = self.services
+        settings = services.settings
+        for emitted in events:
+            if settings.sink:
+                await services.emit(emitted)
+            elif settings.dapr_http_port:
+                await services.publish(emitted, self.dapr_topic(emitted["type"]))
+
+    async def replay(self, receipt: Any, fingerprint: str) -> Response:
+        """The first delivery's answer to a redelivery, its events sent again."""
+        if receipt.digest and receipt.digest != fingerprint:
+            raise UnprocessableContent(
+                "this event's source and id were used before for another event: "
+                "nothing was done (CloudEvents source + id must be unique)",
+                field="id",
+            )
+        events = [CloudEvent(e["attributes"], e["data"]) for e in receipt.events]
+        await self.send(events)
+        if receipt.status == 200 and events:
+            return _event_response(events[0])
+        return _json(receipt.body or {}, receipt.status)
+
+    def receipt(
+        self,
+        ctx: Context,
+        fingerprint: str,
+        response: Response,
+        events: tuple[CloudEvent, ...],
+        previous: Any,
+    ) -> Any:
+        """The receipt that answers this event's redeliveries; it replaces an expired one
+        (at its version)."""
+        from nextup.store import Receipt
+
+        body = None if response.status_code == 200 else json.loads(response.body)
+        return Receipt(
+            key=ctx.key,
+            digest=fingerprint,
+            status=response.status_code,
+            body=body,
+            events=[_stored(e) for e in events],
+            created_at=ctx.now,
+            expires_at=ctx.now + self.services.settings.receipt_ttl,
+            version=previous.version if previous is not None else 0,
+        )
 
     def dapr_topic(self, type_: str) -> str:
         overrides = self.services.settings.dapr_topics
         return overrides.get(type_) or self.function.dapr_publish.get(type_) or type_
-
-    async def remember(self, scope: str, key: str, response: Response) -> None:
-        from nextup.store import Receipt
-
-        services = self.services
-        now = services.now()
-        receipt = Receipt(
-            key=key,
-            status=response.status_code,
-            reply=_describe(response),
-            created_at=now,
-            expires_at=now + services.settings.receipt_ttl,
-        )
-        await services.db(services.store.put_receipt, scope, receipt, now=now)
 
 
 def bind(function: Function) -> Callable[[Request], Awaitable[Response]]:

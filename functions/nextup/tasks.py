@@ -21,6 +21,7 @@ from pydantic import Field
 
 from nextup.events import OccurrenceRequested
 from nextup.fields import (
+    MAX_YEAR,
     Id,
     Model,
     NotifySpec,
@@ -56,6 +57,10 @@ class Task(Model):
     series_start: datetime | None = None
     occurrence: int = Field(default=0, ge=0)
     completed_at: datetime | None = None
+    # The event whose fields the task holds now (its time, and its key to break ties):
+    # an update that is older arrived out of order and changes nothing.
+    changed_at: datetime | None = None
+    changed_by: str | None = None
     # Keys (`nextup.envelope.event_key`) of the events behind each transition.
     created_by: str | None = None
     updated_by: str | None = None
@@ -102,9 +107,10 @@ def register(
     fields: TaskFields,
     *,
     event_key: str,
+    at: datetime | None = None,
     parent_task_id: str | None = None,
 ) -> Task:
-    """A new open task from a producer's event; it starts its own series."""
+    """A new open task from a producer's event (sent `at`); it starts its own series."""
     values = _resolved(fields, fields.zone())
     due_at = values.get("due_at")
     return Task(
@@ -115,17 +121,28 @@ def register(
         series_id=task_id,
         series_start=due_at,
         created_by=event_key,
+        changed_at=at,
+        changed_by=event_key,
     )
 
 
-def update(task: Task, fields: TaskFields, *, event_key: str) -> Task:
+def is_older(task: Task, *, at: datetime | None, event_key: str) -> bool:
+    """Whether an event sent `at` is older than the one whose fields the task holds: the
+    newest event time wins, the greater event key among equal times (any order of
+    arrival gives the same result). An event with no time is never older."""
+    if at is None or task.changed_at is None:
+        return False
+    return (at, event_key) < (task.changed_at, task.changed_by or "")
+
+
+def update(task: Task, fields: TaskFields, *, event_key: str, at: datetime | None = None) -> Task:
     """Apply the fields a producer set (and only those) to an open task.
 
     Changing the recurrence or moving the first occurrence re-anchors the series.
     """
     tz = fields.zone() or task.zone()
     values = _resolved(fields, tz)
-    changes = dict(values, updated_by=event_key)
+    changes = dict(values, updated_by=event_key, changed_at=at, changed_by=event_key)
     if task.occurrence == 0 and "due_at" in values:
         changes["series_start"] = values["due_at"]
     if "recurrence" in values and task.occurrence > 0 and values["recurrence"] != task.recurrence:
@@ -142,6 +159,7 @@ class Outcome(StrEnum):
     APPLIED = "applied"  # this event changed the task
     REPLAYED = "replayed"  # this same event changed it before: answer as the first time
     NOOP = "noop"  # another event got there first, or the task is gone
+    STALE = "stale"  # an update older than the one applied: arrived out of order
 
 
 class Transition(NamedTuple):
@@ -230,20 +248,31 @@ def occurrence_request(task: Task) -> OccurrenceRequested | None:
     )
 
 
-def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | None:
-    """The series' next task after the completed one, or None when the series has ended.
+def request_zone(request: OccurrenceRequested) -> tzinfo:
+    """The zone a series runs in: its named zone, else the offset its own times carry,
+    else UTC. Never the zone of the machine that happens to compute it."""
+    if request.timezone:
+        return zone(request.timezone)
+    for moment in (request.series_start, request.due_at, request.completed_at):
+        if moment is not None and moment.tzinfo is not None:
+            return moment.tzinfo
+    return UTC
 
-    Times are moved into the task's zone first, so the rule runs on its wall clock and a
-    daily 09:00 task stays at 09:00 across DST changes.
+
+def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | None:
+    """The series' next task after the completed one, or None when the series has ended
+    (by its rule, its end, or by reaching the last year a task may have, `MAX_YEAR`).
+
+    Times are moved into the task's zone first (a time without an offset is read there),
+    so the rule runs on its wall clock and a daily 09:00 task stays at 09:00 across DST
+    changes.
     """
-    tz = (
-        zone(request.timezone)
-        if request.timezone
-        else (request.series_start or request.due_at or request.completed_at).tzinfo
+    tz = request_zone(request)
+    completed_at = localize(request.completed_at, tz).astimezone(tz)
+    due_at = localize(request.due_at, tz).astimezone(tz) if request.due_at else completed_at
+    series_start = (
+        localize(request.series_start, tz).astimezone(tz) if request.series_start else due_at
     )
-    completed_at = request.completed_at.astimezone(tz)
-    due_at = (request.due_at or completed_at).astimezone(tz)
-    series_start = (request.series_start or due_at).astimezone(tz)
     from nextup.recurrence.due import next_due  # the engine: schedule-next only
 
     spec = request.recurrence
@@ -257,7 +286,7 @@ def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | N
         count=spec.count,
         index=request.occurrence,
     )
-    if nxt is None:
+    if nxt is None or nxt.year > MAX_YEAR:
         return None
     return Task(
         user_id=request.user_id,

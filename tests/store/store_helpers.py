@@ -27,9 +27,9 @@ def reminder(user_id: str, task_id: str, remind_at: datetime = T0, **fields: Any
 
 
 def receipt(
-    key: str, *, status: int = 202, ttl: timedelta = timedelta(days=1), **reply: Any
+    key: str, *, status: int = 202, ttl: timedelta = timedelta(days=1), at=T0, **body: Any
 ) -> Receipt:
-    return Receipt(key=key, status=status, reply=reply or None, created_at=T0, expires_at=T0 + ttl)
+    return Receipt(key=key, status=status, body=body or None, created_at=at, expires_at=at + ttl)
 
 
 def create_in_process(url: str, barrier: Any, results: Any, racer: int) -> None:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from store_helpers import T0, create_in_process, receipt, reminder, task
 
-from nextup.store import Conflict, OwnedByOther, Store, open_store
+from nextup.store import Conflict, Store, open_store
 
 RACERS = 16
 R = TypeVar("R")
@@ -46,16 +46,6 @@ def test_one_creator_wins(store: Store) -> None:
     assert store.get_task("alice", "t1") == winners[0]
 
 
-def test_one_user_gets_a_contested_task_id(store: Store) -> None:
-    results = race(lambda i: store.create_task(task(f"user{i}", "t1")))
-    won = [r[0] for r in results if not isinstance(r, Exception)]
-    assert len(won) == 1
-    assert all(isinstance(r, OwnedByOther) for r in results if isinstance(r, Exception))
-    owner = store.owner_of("t1")
-    assert owner == won[0].user_id
-    assert [u for u in (f"user{i}" for i in range(RACERS)) if store.get_task(u, "t1")] == [owner]
-
-
 def test_one_compare_and_set_wins(store: Store) -> None:
     stored, _ = store.create_task(task("alice", "t1"))
     results = race(lambda i: store.save_task(stored.model_copy(update={"title": f"racer {i}"})))
@@ -80,10 +70,11 @@ def test_one_claimer_wins(store: Store) -> None:
 
 
 def test_one_receipt_wins(store: Store) -> None:
-    results = race(lambda i: store.put_receipt("alice", receipt("k1", racer=i), now=T0))
-    assert not [r for r in results if isinstance(r, Exception)]
-    assert len({r.reply["racer"] for r in results}) == 1
-    assert store.get_receipt("alice", "k1", now=T0) == results[0]
+    results = race(lambda i: store.commit([receipt("k1", racer=i)]))
+    won = [r[0] for r in results if not isinstance(r, Exception)]
+    assert len(won) == 1
+    assert all(isinstance(r, Conflict) for r in results if isinstance(r, Exception))
+    assert store.get_receipt("k1", now=T0) == won[0]
 
 
 def test_one_process_creates(tmp_path: Path) -> None:

@@ -7,25 +7,28 @@ probe took to arrive, so a slow or broken eventing path shows up as a number.
 
 from __future__ import annotations
 
-from nextup.envelope import CloudEvent, event_time
-from nextup.events import HEALTH_REPORTED, Decoded, HealthProbe, HealthReported
+from nextup.contract import Context, Effect, Result
+from nextup.envelope import event_time
+from nextup.events import HEALTH_REPORTED, HealthProbe, HealthReported
 from nextup.fields import localize
 from nextup.handlers.shared import emitted
-from nextup.runtime import Result
 from nextup.services import Services
 
 
-async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Result:
+async def _report(services: Services, ctx: Context) -> Result:
     checks = await services.run_checks(services.configured())
-    sent = localize(decoded.data.sent_at, None) if isinstance(decoded.data, HealthProbe) else None
-    sent = sent or event_time(event)
-    delay_ms = round((services.now() - sent).total_seconds() * 1000, 2) if sent else None
+    probe = ctx.data if isinstance(ctx.data, HealthProbe) else None
+    sent = (localize(probe.sent_at, None) if probe else None) or event_time(ctx.event)
+    delay_ms = round((ctx.now - sent).total_seconds() * 1000, 2) if sent else None
     report = HealthReported(
         function=services.function,
         ok=all(check.ok for check in checks.values()),
         checks=checks,
         delay_ms=delay_ms,
-        probe_id=event["id"][:256],
+        probe_id=ctx.event["id"][:256],
     )
-    reply = emitted(services, HEALTH_REPORTED, report, cause=event, purpose="health")
+    reply = emitted(ctx, HEALTH_REPORTED, report, purpose="health")
     return Result("reported", events=(reply,), detail={"ok": report.ok, "delay_ms": delay_ms})
+
+
+handle = Effect(_report)

@@ -1,171 +1,179 @@
 """schedule-next: keeps tasks and their reminders in step with the todo app, and creates
-each recurring series' next occurrence exactly once.
+each recurring series' next occurrence exactly once. One transaction per event.
 
-- `todo.task.created` registers a task (put-if-absent; a second `created` for a task we
-  already hold is applied as an update) and schedules its reminder.
+- `todo.task.created` registers a task (a second `created` for a task it already holds is
+  applied as an update) and schedules its reminder.
 - `todo.task.updated` changes an open task and reschedules its reminder; for an unknown
-  task it answers 404 so the broker retries while `created` may be in flight.
+  task it answers 404 so the broker retries while `created` may be in flight. An update
+  older than the one applied (by event time) arrived out of order: acknowledged, no change.
 - `todo.task.deleted` deletes the task and cancels its reminder; for an unknown task it
   leaves a tombstone, so a `created` that arrives late does not bring it back.
 - `todo.occurrence.requested` computes the next occurrence, creates it under its
-  deterministic id, schedules its reminder, tells the backend (if configured) and emits
+  deterministic id with its reminder, tells the backend (if configured) and emits
   `todo.task.scheduled`.
 """
 
 from __future__ import annotations
 
 from nextup import tasks
-from nextup.envelope import CloudEvent, event_key
+from nextup.contract import Context, Decision, Prepared, Transaction
 from nextup.errors import BadRequest
-from nextup.events import (
-    OCCURRENCE_REQUESTED,
-    TASK_CREATED,
-    TASK_DELETED,
-    TASK_SCHEDULED,
-    TASK_UPDATED,
-    Decoded,
-    OccurrenceRequested,
-    TaskEvent,
-    TaskRef,
-    TaskScheduled,
-)
+from nextup.events import TASK_SCHEDULED, OccurrenceRequested, TaskEvent, TaskRef, TaskScheduled
 from nextup.handlers.shared import (
-    apply,
     emitted,
-    existing_task,
     fields_of,
-    refuse_foreign,
-    refuse_squatting,
-    sync_reminder,
+    not_known,
+    reminder_after,
+    sent_at,
     task_outcome,
+    task_refs,
+    with_reminder,
 )
 from nextup.recurrence import RuleError
-from nextup.runtime import Result
-from nextup.services import Services
+from nextup.reminders import Reminder, ReminderStatus
 from nextup.tasks import Outcome, Task, TaskStatus, Transition
 
 
-def _update_step(data: TaskEvent, key: str):
-    def step(task: Task) -> Transition:
-        if task.status is not TaskStatus.OPEN:
-            return Transition(task, Outcome.NOOP)
-        if task.updated_by == key:
-            return Transition(task, Outcome.REPLAYED)
-        return Transition(tasks.update(task, fields_of(data), event_key=key), Outcome.APPLIED)
+def _update(ctx: Context, task: Task, data: TaskEvent) -> Transition:
+    if task.status is not TaskStatus.OPEN:
+        return Transition(task, Outcome.NOOP)
+    if task.updated_by == ctx.key:
+        return Transition(task, Outcome.REPLAYED)
+    at = sent_at(ctx)
+    if tasks.is_older(task, at=at, event_key=ctx.key):
+        return Transition(task, Outcome.STALE)
+    return Transition(
+        tasks.update(task, fields_of(data), event_key=ctx.key, at=at), Outcome.APPLIED
+    )
 
-    return step
 
-
-def _detail(task: Task, reminder) -> dict:
+def _detail(task: Task, reminder: Reminder | None) -> dict:
+    pending = reminder is not None and reminder.status is ReminderStatus.PENDING
     return {
         "task_id": task.task_id,
         "status": task.status.value,
-        "remind_at": reminder.remind_at.isoformat()
-        if reminder and reminder.status == "pending"
-        else None,
+        "remind_at": reminder.remind_at.isoformat() if pending else None,
     }
 
 
-async def created(services: Services, data: TaskEvent, key: str) -> Result:
-    await refuse_squatting(services, data.user_id, data.task_id)
-    new = tasks.register(
-        data.user_id,
-        data.task_id,
-        fields_of(data),
-        event_key=key,
-        parent_task_id=data.parent_task_id,
+def _applied(transition: Transition, reminder: Reminder | None, applied: str) -> Decision:
+    task, outcome = transition
+    changes = with_reminder(task, reminder) if outcome is Outcome.APPLIED else ()
+    return Decision(
+        task_outcome(outcome, applied),
+        changes=changes,
+        detail=_detail(task, reminder_after(task, reminder) if changes else reminder),
     )
-    task, was_created = await services.db(services.store.create_task, new)
-    outcome = "registered"
-    if not was_created:
-        if task.created_by == key:
-            outcome = "replayed"
-        else:
-            task, applied = await apply(services, task, _update_step(data, key))
-            outcome = task_outcome(applied, "updated")
-    reminder = await sync_reminder(services, task)
-    return Result(outcome, detail=_detail(task, reminder))
 
 
-async def updated(services: Services, data: TaskEvent, key: str) -> Result:
-    task = await existing_task(services, data.user_id, data.task_id)
-    task, applied = await apply(services, task, _update_step(data, key))
-    reminder = await sync_reminder(services, task)
-    return Result(task_outcome(applied, "updated"), detail=_detail(task, reminder))
+def _created(ctx: Context) -> Prepared:
+    data: TaskEvent = ctx.data
+
+    def decide(found: list) -> Decision:
+        task, reminder = found
+        if task is None:
+            new = tasks.register(
+                data.user_id,
+                data.task_id,
+                fields_of(data),
+                event_key=ctx.key,
+                at=sent_at(ctx),
+                parent_task_id=data.parent_task_id,
+            )
+            return _applied(Transition(new, Outcome.APPLIED), reminder, "registered")
+        if task.created_by == ctx.key:
+            return _applied(Transition(task, Outcome.REPLAYED), reminder, "registered")
+        return _applied(_update(ctx, task, data), reminder, "updated")
+
+    return Prepared(task_refs(data.user_id, data.task_id), decide)
 
 
-async def deleted(services: Services, data: TaskRef, key: str) -> Result:
-    store = services.store
-    task = await services.db(store.get_task, data.user_id, data.task_id)
-    if task is None:
-        await refuse_foreign(services, data.user_id, data.task_id)
-        tombstone = Task(
-            user_id=data.user_id,
-            task_id=data.task_id,
-            series_id=data.task_id,
-            status=TaskStatus.DELETED,
-            deleted_by=key,
-        )
-        task, _ = await services.db(store.create_task, tombstone)
-    task, applied = await apply(services, task, lambda t: tasks.delete(t, event_key=key))
-    reminder = await sync_reminder(services, task)
-    return Result(task_outcome(applied, "deleted"), detail=_detail(task, reminder))
+def _updated(ctx: Context) -> Prepared:
+    data: TaskEvent = ctx.data
+
+    def decide(found: list) -> Decision:
+        task, reminder = found
+        if task is None:
+            raise not_known(data.task_id)
+        return _applied(_update(ctx, task, data), reminder, "updated")
+
+    return Prepared(task_refs(data.user_id, data.task_id), decide)
 
 
-async def occurrence(
-    services: Services, event: CloudEvent, data: OccurrenceRequested, key: str
-) -> Result:
-    await refuse_foreign(services, data.user_id, data.task_id)
-    await refuse_foreign(services, data.user_id, data.series_id)
+def _deleted(ctx: Context) -> Prepared:
+    data: TaskRef = ctx.data
+
+    def decide(found: list) -> Decision:
+        task, reminder = found
+        if task is None:
+            # A tombstone, so that a `created` delivered after this does not revive it.
+            task = Task(user_id=data.user_id, task_id=data.task_id, series_id=data.task_id)
+        return _applied(tasks.delete(task, event_key=ctx.key), reminder, "deleted")
+
+    return Prepared(task_refs(data.user_id, data.task_id), decide)
+
+
+def _occurrence(ctx: Context) -> Prepared:
+    data: OccurrenceRequested = ctx.data
     try:
-        nxt = tasks.next_occurrence(data, event_key=key)
+        nxt = tasks.next_occurrence(data, event_key=ctx.key)
     except RuleError as exc:
         raise BadRequest(f"data.recurrence.rule: {exc}", field="data.recurrence.rule") from None
     if nxt is None:
-        return Result("series_ended", detail={"task_id": data.task_id})
-    task, was_created = await services.db(services.store.create_task, nxt)
-    reminder = await sync_reminder(services, task)
-    await services.backend_create_task(
-        {
-            "task_id": task.task_id,
-            "user_id": task.user_id,
-            "title": task.title,
-            "due_at": task.due_at.isoformat(),
-            "next_occurrence": task.due_at.isoformat(),
-            "recurring_pattern": task.recurrence.rule if task.recurrence else None,
-            "parent_task_id": task.parent_task_id,
-        },
-        idempotency_key=f"{task.user_id}:{task.task_id}",
-    )
-    scheduled = TaskScheduled(
-        user_id=task.user_id,
-        task_id=task.task_id,
-        parent_task_id=data.task_id,
-        series_id=task.series_id,
-        occurrence=task.occurrence,
-        title=task.title,
-        due_at=task.due_at,
-        timezone=task.timezone,
-        remind_at=reminder.remind_at if reminder else None,
-    )
-    reply = emitted(
-        services, TASK_SCHEDULED, scheduled, cause=event, purpose="scheduled", subject=task.task_id
-    )
-    return Result(
-        "scheduled" if was_created else "replayed",
-        events=(reply,),
-        detail={"task_id": task.task_id},
-    )
+        return Prepared(
+            (), lambda found: Decision("series_ended", detail={"task_id": data.task_id})
+        )
+
+    def decide(found: list) -> Decision:
+        stored, reminder = found
+        task = stored or nxt
+        changes = with_reminder(task, reminder) if stored is None else ()
+        reminder = reminder_after(task, reminder) if changes else reminder
+        scheduled = TaskScheduled(
+            user_id=task.user_id,
+            task_id=task.task_id,
+            parent_task_id=data.task_id,
+            series_id=task.series_id,
+            occurrence=task.occurrence,
+            title=task.title,
+            due_at=task.due_at,
+            timezone=task.timezone,
+            remind_at=reminder.remind_at if reminder else None,
+        )
+        event = emitted(ctx, TASK_SCHEDULED, scheduled, purpose="scheduled", subject=task.task_id)
+        return Decision(
+            "scheduled" if stored is None else "replayed",
+            changes=changes,
+            events=(event,),
+            detail={"task_id": task.task_id},
+            before_commit=_tell_backend(task) if stored is None else None,
+        )
+
+    return Prepared(task_refs(nxt.user_id, nxt.task_id), decide)
 
 
-async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Result:
-    key = event_key(event)
-    if decoded.type == TASK_CREATED:
-        return await created(services, decoded.data, key)  # type: ignore[arg-type]
-    if decoded.type == TASK_UPDATED:
-        return await updated(services, decoded.data, key)  # type: ignore[arg-type]
-    if decoded.type == TASK_DELETED:
-        return await deleted(services, decoded.data, key)  # type: ignore[arg-type]
-    if decoded.type == OCCURRENCE_REQUESTED:
-        return await occurrence(services, event, decoded.data, key)  # type: ignore[arg-type]
-    raise BadRequest(f"schedule-next does not handle {decoded.type}", field="type")
+def _tell_backend(task: Task):
+    """The todo app's API hears of the new occurrence before it is stored here, under an
+    idempotency key: a crash in between repeats the call, never loses it."""
+
+    async def call(services) -> None:
+        await services.backend_create_task(
+            {
+                "task_id": task.task_id,
+                "user_id": task.user_id,
+                "title": task.title,
+                "due_at": task.due_at.isoformat(),
+                "next_occurrence": task.due_at.isoformat(),
+                "recurring_pattern": task.recurrence.rule if task.recurrence else None,
+                "parent_task_id": task.parent_task_id,
+            },
+            idempotency_key=f"{task.user_id}:{task.task_id}",
+        )
+
+    return call
+
+
+created = Transaction(_created)
+updated = Transaction(_updated)
+deleted = Transaction(_deleted)
+occurrence = Transaction(_occurrence)

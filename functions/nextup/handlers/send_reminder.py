@@ -1,22 +1,28 @@
 """send-reminder: on a tick (PingSource, OpenFaaS cron-connector) or `todo.reminder.due`,
-send every due reminder exactly once and emit `todo.reminder.sent` for each.
+send every due reminder exactly once and announce each (`todo.reminder.sent`, or
+`todo.reminder.failed` with the reason when it cannot be delivered).
 
 Exactly once: a reminder is claimed with a lease (compare-and-set) before sending, so
 concurrent ticks never send it twice; it is marked sent right after. The only window left
-is a crash between the SMTP hand-over and that mark: the reminder is then sent again
-after its lease expires, with the same Message-ID.
+is a crash between the hand-over and that mark: the reminder is then sent again after its
+lease expires, with the same Message-ID (and Idempotency-Key for webhooks).
 
-The `todo.reminder.sent` event is never lost either: a sent reminder stays in the due
+The announcements are never lost either: a sent (or failed) reminder stays in the due
 index until its event is out (an outbox), and the next sweep emits what a crash left
 behind, under the same id, derived from the reminder.
 
-One instance runs one sweep at a time: a tick that finds a sweep running here answers
-at once ("coalesced"); that sweep, or the next tick, covers what it would have done. Ten
-concurrent sweeps in one process would only fight over the same claims and stretch every
-one of them past its Trigger's timeout.
+A failure stays with the reminder it happened to: one recipient that refuses for good,
+fails for now or hangs never holds up anyone else's. Sends run concurrently (at most
+`SENDS_AT_ONCE`); a refusal fails that reminder, a temporary failure retries it on its own
+backoff (`reminders.retry_later`), and anything unexpected is a temporary failure of that
+reminder too. Only a shared dependency that is down (the SMTP server) holds reminders
+back: they keep their place, the rest of the sweep goes on, and the delivery answers 503
+once what could be sent is sent and announced, so the broker retries the tick.
 
-A reminder whose task is no longer open is cancelled, never sent. Without a sink
-(`K_SINK`) a delivery can reply with one event only, so it handles one reminder and
+One instance runs one sweep at a time: a tick that finds a sweep running here answers at
+once ("coalesced"); that sweep, or the next tick, covers what it would have done. A
+reminder whose task is no longer open is cancelled, never sent. Without a sink (`K_SINK`)
+or Dapr sidecar a delivery can reply with one event only, so it handles one reminder and
 leaves the rest for the next tick (readiness says why).
 """
 
@@ -33,21 +39,28 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from nextup import reminders
+from nextup.contract import Context, Effect, Result
 from nextup.envelope import CloudEvent
-from nextup.errors import EventError, NotFound, Unavailable
-from nextup.events import REMINDER_SENT, Decoded, ReminderDue, ReminderSent
-from nextup.handlers.shared import emitted, refuse_foreign
-from nextup.notify import Message, PermanentFailure
+from nextup.errors import EventError, Unavailable
+from nextup.events import (
+    REMINDER_FAILED,
+    REMINDER_SENT,
+    ReminderDue,
+    ReminderFailed,
+    ReminderSent,
+)
+from nextup.handlers.shared import emitted
+from nextup.notify import Message, PermanentFailure, RecipientUnavailable
 from nextup.reminders import Reminder, ReminderStatus
-from nextup.runtime import Result
 from nextup.services import Services
 from nextup.tasks import Task, TaskStatus
 
 PAGE = 100
 # A delivery must answer within its Trigger's timeout (PT30S), and announcing what it sent
-# takes about as long again: after this many seconds a sweep claims nothing more and
-# leaves the rest to the next tick.
+# takes time too: after this many seconds a sweep claims nothing more and leaves the rest
+# to the next tick. Sends in flight are bounded by their own timeouts.
 SWEEP_BUDGET = 5.0
+SENDS_AT_ONCE = 16
 log = logging.getLogger("nextup.send_reminder")
 _sweeping = asyncio.Lock()  # held by this instance's sweep over every user
 
@@ -57,30 +70,31 @@ async def _due(
 ) -> AsyncIterator[Reminder]:
     """The reminders this delivery should look at: one task's, one user's, or everyone's."""
     store = services.store
-    if data is not None and data.user_id and data.task_id:
-        reminder = await services.db(store.get_reminder, data.user_id, data.task_id)
-        if reminder is None:
-            await refuse_foreign(services, data.user_id, data.task_id)  # 403, not a no-op
-        if reminder is not None and reminder.indexed and reminder.remind_at <= now:
-            yield reminder
+    if data is not None and data.user_id:
+        if data.task_id:
+            found = [await services.db(store.get_reminder, data.user_id, data.task_id)]
+        else:
+            found = await services.db(store.list_reminders, data.user_id)
+        for reminder in found:
+            if reminder is not None and reminder.indexed and reminders.due_time(reminder) <= now:
+                yield reminder
         return
     cursor = None
     while True:
         page = await services.db(store.due_reminders, now, limit=PAGE, cursor=cursor)
         for reminder in page.items:
-            if data is None or data.user_id is None or reminder.user_id == data.user_id:
-                yield reminder
+            yield reminder
         cursor = page.cursor
         if cursor is None:
             return
 
 
-async def _save(services: Services, reminder: Reminder, **changes) -> Reminder | None:
-    """Write a change to a reminder; None if someone else changed it meanwhile."""
+async def _save(services: Services, reminder: Reminder) -> Reminder | None:
+    """Write a change to a claimed reminder; None if someone else changed it meanwhile."""
     from nextup.store import Conflict
 
     try:
-        return await services.db(services.store.save_reminder, reminder.model_copy(update=changes))
+        return await services.db(services.store.save_reminder, reminder)
     except Conflict:
         return None
 
@@ -98,9 +112,8 @@ async def _recipient(services: Services, task: Task) -> tuple[str, str]:
     raise PermanentFailure("no e-mail address or webhook for this task or user")
 
 
-async def _send(services: Services, reminder: Reminder, task: Task) -> str:
-    channel, address = await _recipient(services, task)
-    message = Message(
+def _message(services: Services, reminder: Reminder, task: Task) -> Message:
+    return Message(
         user_id=task.user_id,
         task_id=task.task_id,
         title=task.title,
@@ -108,87 +121,203 @@ async def _send(services: Services, reminder: Reminder, task: Task) -> str:
         remind_at=reminder.remind_at.isoformat(),
         message_id=reminders.message_id(reminder, services.settings.message_domain),
     )
-    if channel == "webhook":
-        await services.webhook(address, message)
-    else:
-        await services.mail(address, message)
-    return channel
 
 
-async def _deliver(
-    services: Services, candidate: Reminder, owner: str, now: datetime
-) -> Reminder | str:
-    """Claim and send one pending reminder: the sent reminder, or what became of it."""
-    store = services.store
-    claimed = await services.db(
-        store.claim_reminder,
-        candidate.user_id,
-        candidate.task_id,
-        owner=owner,
-        # The lease runs from the claim, not from the sweep's start: a long sweep would
-        # otherwise hand out leases that have already run out.
-        now=max(now, services.now()),
-        lease=services.settings.reminder_lease,
-    )
-    if claimed is None:
-        return "skipped"
-    task = await services.db(store.get_task, claimed.user_id, claimed.task_id)
-    if task is None or task.status is not TaskStatus.OPEN or task.due_at != claimed.due_at:
-        await _save(services, claimed, status=ReminderStatus.CANCELLED, lease_until=None)
-        return "cancelled"
-    try:
-        channel = await _send(services, claimed, task)
-    except Unavailable:
-        # Give the lease back so the broker's retry of this tick can send it at once.
-        await _save(services, claimed, lease_owner=None, lease_until=None)
-        raise
-    except (PermanentFailure, NotFound) as exc:
-        error = exc.error if isinstance(exc, EventError) else str(exc)
-        await _save(
-            services, claimed, status=ReminderStatus.FAILED, error=error[:300], lease_until=None
+class Sweep:
+    """One delivery's pass over the due reminders."""
+
+    def __init__(self, services: Services, ctx: Context, data: ReminderDue | None) -> None:
+        self.services = services
+        self.ctx = ctx
+        self.data = data
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.limit = services.settings.sweep_limit if services.can_emit_many else 1
+        self.outbox: list[Reminder] = []
+        self.counts = dict.fromkeys(
+            ("sent", "failed", "retrying", "waiting", "cancelled", "announced_late", "left"), 0
         )
-        return "failed"
-    sent = reminders.mark_sent(
-        claimed,
-        channel=channel,
-        message_id=reminders.message_id(claimed, services.settings.message_domain),
-        sent_at=services.now(),
-    )
-    saved = await _save(services, sent)
-    return saved if saved is not None else "skipped"
+        self.down: dict[str, Unavailable] = {}  # channel -> why its shared dependency is down
+        self.gate = asyncio.Semaphore(SENDS_AT_ONCE)
+
+    async def run(self) -> Result:
+        stop_claiming = time.monotonic() + SWEEP_BUDGET
+        sends: list[asyncio.Task[None]] = []
+        async for candidate in _due(self.services, self.data, self.ctx.now):
+            if len(self.outbox) + len(sends) >= self.limit or time.monotonic() > stop_claiming:
+                self.counts["left"] += 1
+            elif candidate.unannounced:
+                # Sent, or failed, by an earlier delivery that did not get its event out.
+                self.outbox.append(candidate)
+                self.counts["announced_late"] += 1
+            else:
+                sends.append(asyncio.create_task(self._one(candidate)))
+        for outcome in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(outcome, BaseException):  # the store: nothing can be recorded
+                raise outcome
+        if self.counts["left"] and not self.services.can_emit_many:
+            log.warning(
+                "reminders left for later ticks: K_SINK is not set, so one delivery can "
+                "announce only one reminder (its reply)",
+                extra={"left": self.counts["left"]},
+            )
+        outbox = list(self.outbox)
+
+        async def announced() -> None:
+            for reminder in outbox:
+                await _save(self.services, reminder.model_copy(update={"announced": True}))
+
+        down = next(iter(self.down.values()), None)
+        return Result(
+            "swept",
+            events=tuple(self._announcement(reminder) for reminder in outbox),
+            detail=self.counts,
+            delivered=announced,
+            unavailable=down,
+        )
+
+    async def _one(self, candidate: Reminder) -> None:
+        async with self.gate:
+            await self._deliver(candidate)
+
+    async def _deliver(self, candidate: Reminder) -> None:
+        """Claim one pending reminder and send it; whatever becomes of it is stored."""
+        services, store = self.services, self.services.store
+        claimed = await services.db(
+            store.claim_reminder,
+            candidate.user_id,
+            candidate.task_id,
+            owner=self.owner,
+            # The lease runs from the claim, not from the sweep's start: a long sweep would
+            # otherwise hand out leases that have already run out.
+            now=max(self.ctx.now, services.now()),
+            lease=services.settings.reminder_lease,
+        )
+        if claimed is None:
+            return  # another sweep has it, or it changed
+        task = await services.db(store.get_task, claimed.user_id, claimed.task_id)
+        if task is None or task.status is not TaskStatus.OPEN or task.due_at != claimed.due_at:
+            cancelled = claimed.model_copy(
+                update={"status": ReminderStatus.CANCELLED, "lease_until": None}
+            )
+            if await _save(services, cancelled):
+                self.counts["cancelled"] += 1
+            return
+        outcome = await self._send(claimed, task)
+        if outcome is None:
+            return
+        saved = await _save(services, outcome)
+        if saved is None:
+            return
+        if saved.status is ReminderStatus.PENDING:
+            self.counts["retrying"] += 1
+        else:
+            self.counts["sent" if saved.status is ReminderStatus.SENT else "failed"] += 1
+            self.outbox.append(saved)
+
+    async def _send(self, claimed: Reminder, task: Task) -> Reminder | None:
+        """The claimed reminder as it stands after trying to send it; None when it was
+        held back (its lease given back) because what it needs is down."""
+        services = self.services
+        now = services.now
+        channel: str | None = None
+        try:
+            if "backend" in self.down and not (
+                task.notify and (task.notify.email or task.notify.webhook)
+            ):
+                raise self.down["backend"]
+            channel, address = await _recipient(services, task)
+            if channel in self.down:
+                raise self.down[channel]
+            message = _message(services, claimed, task)
+            if channel == "webhook":
+                await services.webhook(address, message)
+            else:
+                await services.mail(address, message)
+        except PermanentFailure as exc:
+            return self._failed(claimed, channel, str(exc))
+        except RecipientUnavailable as exc:
+            retried = reminders.retry_later(
+                claimed, error=str(exc), now=now(), after=exc.retry_after
+            )
+            return retried.model_copy(update={"channel": channel})
+        except Unavailable as exc:
+            if exc.field == "store":
+                raise  # nothing could be recorded: the whole delivery waits
+            # The SMTP server, or the todo app's API that has the address, is down: every
+            # reminder that needs it waits (keeping its place), the others go on.
+            self.down[channel or "backend"] = exc
+            self.counts["waiting"] += 1
+            await _save(services, reminders.release(claimed))
+            return None
+        except EventError as exc:  # a client's mistake the sender only now can see
+            return self._failed(claimed, channel, exc.error)
+        except Exception as exc:  # a bug: this reminder's, never everyone's
+            log.exception("sending a reminder failed", extra={"task": claimed.task_id})
+            return reminders.retry_later(
+                claimed, error=f"internal error: {type(exc).__name__}", now=now()
+            )
+        return reminders.mark_sent(
+            claimed,
+            channel=channel,
+            message_id=reminders.message_id(claimed, services.settings.message_domain),
+            sent_at=now(),
+        )
+
+    def _failed(self, claimed: Reminder, channel: str | None, error: str) -> Reminder:
+        failed = reminders.mark_failed(claimed, error=error, failed_at=self.services.now())
+        return failed.model_copy(update={"channel": channel})
+
+    def _announcement(self, reminder: Reminder) -> CloudEvent:
+        """The reminder's `todo.reminder.sent` or `.failed`, the same whichever delivery
+        emits it (its id comes from the reminder)."""
+        identity = reminders.message_id(reminder, self.services.settings.message_domain)
+        if reminder.status is ReminderStatus.FAILED:
+            assert reminder.failed_at is not None
+            data: ReminderSent | ReminderFailed = ReminderFailed(
+                user_id=reminder.user_id,
+                task_id=reminder.task_id,
+                channel=reminder.channel,
+                error=reminder.error or "failed",
+                attempts=reminder.attempts,
+                remind_at=reminder.remind_at,
+                due_at=reminder.due_at,
+                failed_at=reminder.failed_at,
+            )
+            type_, purpose = REMINDER_FAILED, "failed"
+        else:
+            assert reminder.channel in ("email", "webhook") and reminder.sent_at
+            data = ReminderSent(
+                user_id=reminder.user_id,
+                task_id=reminder.task_id,
+                channel=reminder.channel,
+                message_id=reminder.message_id or identity,
+                remind_at=reminder.remind_at,
+                due_at=reminder.due_at,
+                sent_at=reminder.sent_at,
+            )
+            type_, purpose = REMINDER_SENT, "sent"
+        digest = hashlib.sha256(
+            identity.encode() if purpose == "sent" else f"{identity}\0{purpose}".encode()
+        )
+        return emitted(
+            self.ctx,
+            type_,
+            data,
+            purpose=purpose,
+            subject=reminder.task_id,
+            id_=digest.hexdigest()[:32],
+        )
 
 
-def _announcement(services: Services, cause: CloudEvent, reminder: Reminder) -> CloudEvent:
-    """The reminder's `todo.reminder.sent`, the same whichever delivery emits it."""
-    assert reminder.channel in ("email", "webhook") and reminder.message_id and reminder.sent_at
-    return emitted(
-        services,
-        REMINDER_SENT,
-        ReminderSent(
-            user_id=reminder.user_id,
-            task_id=reminder.task_id,
-            channel=reminder.channel,
-            message_id=reminder.message_id,
-            remind_at=reminder.remind_at,
-            due_at=reminder.due_at,
-            sent_at=reminder.sent_at,
-        ),
-        cause=cause,
-        purpose="sent",
-        subject=reminder.task_id,
-        id_=hashlib.sha256(reminder.message_id.encode()).hexdigest()[:32],
-    )
-
-
-async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Result:
-    data = decoded.data if isinstance(decoded.data, ReminderDue) else None
+async def _handle(services: Services, ctx: Context) -> Result:
+    data = ctx.data if isinstance(ctx.data, ReminderDue) else None
     if data is not None and data.user_id:
-        return await _sweep(services, event, data)
+        return await Sweep(services, ctx, data).run()
     if _sweeping.locked():
         return Result("coalesced", detail={"reason": "a sweep is running in this instance"})
     await _sweeping.acquire()  # free, as checked: no await between the check and here
     try:
-        result = await _sweep(services, event, data)
+        result = await Sweep(services, ctx, None).run()
     except BaseException:
         _sweeping.release()
         raise
@@ -196,39 +325,4 @@ async def handle(services: Services, event: CloudEvent, decoded: Decoded) -> Res
     return dataclasses.replace(result, settled=_sweeping.release)
 
 
-async def _sweep(services: Services, event: CloudEvent, data: ReminderDue | None) -> Result:
-    now = services.now()
-    owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    limit = services.settings.sweep_limit if services.can_emit_many else 1
-    outbox: list[Reminder] = []
-    counts = {"sent": 0, "cancelled": 0, "failed": 0, "announced_late": 0, "left": 0}
-    stop_claiming = time.monotonic() + SWEEP_BUDGET
-    async for candidate in _due(services, data, now):
-        if len(outbox) >= limit or time.monotonic() > stop_claiming:
-            counts["left"] += 1
-            continue
-        if candidate.unannounced:
-            # Sent by an earlier delivery that did not get its event out.
-            outbox.append(candidate)
-            counts["announced_late"] += 1
-            continue
-        outcome = await _deliver(services, candidate, owner, now)
-        if isinstance(outcome, Reminder):
-            outbox.append(outcome)
-            counts["sent"] += 1
-        elif outcome != "skipped":
-            counts[outcome] += 1
-
-    if counts["left"] and not services.can_emit_many:
-        log.warning(
-            "reminders left for later ticks: K_SINK is not set, so one delivery can "
-            "announce only one reminder (its reply)",
-            extra={"left": counts["left"]},
-        )
-
-    async def announced() -> None:
-        for reminder in outbox:
-            await _save(services, reminder, announced=True)
-
-    events = tuple(_announcement(services, event, reminder) for reminder in outbox)
-    return Result("swept", events=events, detail=counts, delivered=announced)
+handle = Effect(_handle)

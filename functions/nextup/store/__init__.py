@@ -1,8 +1,9 @@
 """State of the functions: tasks, reminders and idempotency receipts in one table.
 
     store = open_store("dynamodb://nextup")          # or "sqlite:///.nextup/state.db"
-    store.init()                                     # once per deploy (`nextup store init`)
-    task, created = store.create_task(task)
+    store.init()              # DynamoDB: once per deploy (`nextup store init`)
+    task, reminder = store.load([task_ref(user, task_id), reminder_ref(user, task_id)])
+    store.commit([changed_task, changed_reminder, receipt])   # all or nothing
 
 `open_store` imports only the backend the URL names, so a cold start pays for boto3 only
 when it uses DynamoDB and never for sqlite3.
@@ -11,35 +12,41 @@ when it uses DynamoDB and never for sqlite3.
 from __future__ import annotations
 
 from nextup.store.base import (
-    SYSTEM_SCOPE,
     Backend,
+    CommitConflict,
     Conflict,
     InvalidCursor,
     Item,
-    OwnedByOther,
     Page,
     Receipt,
+    Ref,
     Store,
     StoreError,
     StoreNotReady,
     StoreUnavailable,
+    receipt_ref,
+    reminder_ref,
+    task_ref,
 )
 
 __all__ = [
     "SUPPORTED_SCHEMES",
-    "SYSTEM_SCOPE",
     "Backend",
+    "CommitConflict",
     "Conflict",
     "InvalidCursor",
     "Item",
-    "OwnedByOther",
     "Page",
     "Receipt",
+    "Ref",
     "Store",
     "StoreError",
     "StoreNotReady",
     "StoreUnavailable",
     "open_store",
+    "receipt_ref",
+    "reminder_ref",
+    "task_ref",
 ]
 
 SUPPORTED_SCHEMES = ("sqlite", "dynamodb")

@@ -1,59 +1,65 @@
 """The typed store: tasks, reminders and receipts over any item-level `Backend`.
 
-Every guarantee is implemented here, once, on top of three backend primitives (a
-consistent get, a conditional put, a due-ordered query):
+Every guarantee is implemented here, once, on top of a few backend primitives (a
+consistent get and batch get, a conditional put, an atomic commit of several conditional
+puts, a due-ordered query):
 
-- Task ids are global: `create_task` first claims the id with a put-if-absent ownership
-  item, so another user naming the task gets `OwnedByOther` (403) and never its data.
+- Task ids are the user's own: every task and reminder lives in its user's partition, so
+  no user can read, claim, block or probe another user's ids, whatever they send.
 - Every write after the first is a compare-and-set on ``version``: of many concurrent
   writers from the same version exactly one wins, the others get `Conflict`.
-- A reminder is in the due index only while pending; `claim_reminder` leases it with a
-  compare-and-set, so one sender wins however many race.
-- Receipts expire: an expired receipt reads as absent whatever the backend still holds
-  (DynamoDB's TTL deletes lazily, moto never), and may be replaced.
-
-No method reaches another user's items: each takes the user (or receipt scope) and
-builds keys inside that user's partition (see `nextup.store.layout`).
+- `load` reads what one event needs in one round trip and `commit` writes its receipt and
+  every effect it guards together, all or nothing (one SQLite transaction, one DynamoDB
+  `TransactWriteItems`): a lost condition means another delivery got there first.
+- A reminder is in the due index only while pending (or waiting for its announcement);
+  `claim_reminder` leases it with a compare-and-set, so one sender wins however many race.
+- Receipts are global, one per event `source` + `id`, and expire: an expired receipt
+  reads as expired whatever the backend still holds (DynamoDB's TTL deletes lazily, moto
+  never), and is replaced at its version.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from nextup import reminders
 from nextup.fields import Model
 from nextup.reminders import Reminder
 from nextup.store import layout
 from nextup.store.errors import (
+    CommitConflict,
     Conflict,
     InvalidCursor,
-    OwnedByOther,
     StoreError,
     StoreNotReady,
     StoreUnavailable,
 )
-from nextup.store.items import Backend, Item
-from nextup.store.layout import SYSTEM_SCOPE, as_utc
+from nextup.store.items import MAX_COMMIT, Backend, Item, Write
+from nextup.store.layout import as_utc
 from nextup.tasks import Task, TaskStatus
 
 __all__ = [
-    "SYSTEM_SCOPE",
     "Backend",
+    "CommitConflict",
     "Conflict",
     "InvalidCursor",
     "Item",
-    "OwnedByOther",
     "Page",
     "Receipt",
+    "Ref",
     "Store",
     "StoreError",
     "StoreNotReady",
     "StoreUnavailable",
+    "receipt_ref",
+    "reminder_ref",
+    "task_ref",
 ]
 
 T = TypeVar("T")
@@ -62,8 +68,6 @@ M = TypeVar("M", bound=BaseModel)
 MAX_PAGE = 1000
 # How many items `list_tasks` asks the backend for at a time.
 LIST_PAGE = 200
-# put_receipt re-reads after a lost put-if-absent; more rounds than this means churn.
-RECEIPT_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +79,45 @@ class Page(Generic[T]):
 
 
 class Receipt(Model):
-    """The outcome of handling an event, kept to answer its redeliveries the same way."""
+    """How an event was answered, kept to answer its redeliveries the same way.
+
+    `digest` fingerprints what the event asked for (its type and validated data), so a
+    second event reusing a `source` + `id` for something else is told apart from a
+    redelivery. `events` are what it emitted, to send again if a redelivery finds them
+    not sent (the receipt is committed before they go out)."""
 
     key: str
+    digest: str = ""
     status: int
-    reply: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = Field(default_factory=list)
     created_at: datetime
     expires_at: datetime
+    version: int = Field(default=0, ge=0)
 
     def expired(self, now: datetime) -> bool:
         return as_utc(self.expires_at) <= as_utc(now)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref(Generic[M]):
+    """Where a model lives: what `Store.load` reads."""
+
+    model: type[M]
+    pk: str
+    sk: str
+
+
+def task_ref(user_id: str, task_id: str) -> Ref[Task]:
+    return Ref(Task, layout.user_pk(user_id), layout.task_sk(task_id))
+
+
+def reminder_ref(user_id: str, task_id: str) -> Ref[Reminder]:
+    return Ref(Reminder, layout.user_pk(user_id), layout.reminder_sk(task_id))
+
+
+def receipt_ref(key: str) -> Ref[Receipt]:
+    return Ref(Receipt, layout.receipt_pk(key), layout.RECEIPT_SK)
 
 
 def _now() -> datetime:
@@ -150,21 +183,54 @@ class Store:
         item = Item(pk, sk, data, expect + 1, due=due, expires_at=expires_at)
         return self._backend.put(item, expect_version=expect)
 
-    # -- ownership -----------------------------------------------------------------------
+    def _item(self, model: BaseModel) -> Item:
+        """A model as the item it is stored as, at its next version."""
+        if isinstance(model, Task):
+            ref: Ref[Any] = task_ref(model.user_id, model.task_id)
+            due, expires_at = None, None
+        elif isinstance(model, Reminder):
+            ref = reminder_ref(model.user_id, model.task_id)
+            due = (
+                layout.due_key(reminders.due_time(model), model.user_id, model.task_id)
+                if model.indexed
+                else None
+            )
+            expires_at = None
+        elif isinstance(model, Receipt):
+            ref = receipt_ref(model.key)
+            due, expires_at = None, math.ceil(as_utc(model.expires_at).timestamp())
+        else:
+            raise TypeError(f"the store keeps no {type(model).__name__}")
+        data = model.model_dump(mode="json", exclude={"version"})
+        version = model.version  # type: ignore[attr-defined]
+        return Item(ref.pk, ref.sk, data, version + 1, due=due, expires_at=expires_at)
 
-    def owner_of(self, task_id: str) -> str | None:
-        """The user who owns the global task id, or None if nobody has created it."""
-        item = self._backend.get(layout.owner_pk(task_id), layout.OWNER_SK)
-        return None if item is None else str(item.data["user_id"])
+    # -- one event's unit of work --------------------------------------------------------
 
-    def _claim_id(self, user_id: str, task_id: str) -> None:
-        """Make `user_id` the owner of `task_id` unless someone else already is."""
-        # Put first, read only when it was already claimed: one round trip for a new id.
-        claim = Item(layout.owner_pk(task_id), layout.OWNER_SK, {"user_id": user_id}, 1)
-        if self._backend.put(claim, expect_version=0):
-            return
-        if self.owner_of(task_id) != user_id:
-            raise OwnedByOther(task_id)
+    def load(self, refs: Sequence[Ref[Any]]) -> list[Any]:
+        """The model at each ref (None where absent), read consistently in one round trip."""
+        items = self._backend.get_many([(ref.pk, ref.sk) for ref in refs])
+        return [
+            None if item is None else self._load(ref.model, item)
+            for ref, item in zip(refs, items, strict=True)
+        ]
+
+    def commit(self, models: Sequence[BaseModel]) -> list[Any]:
+        """Write every model at its next version, each on the condition that the stored
+        one is still at `model.version` (0: absent), all or nothing. The models as stored;
+        `CommitConflict` (nothing written) if any condition did not hold."""
+        if not 1 <= len(models) <= MAX_COMMIT:
+            raise ValueError(f"a commit writes 1 to {MAX_COMMIT} items")
+        items = [self._item(model) for model in models]
+        if len({(item.pk, item.sk) for item in items}) != len(items):
+            raise ValueError("a commit writes each item once")
+        self._backend.commit(
+            [Write(item, item.version - 1) for item in items]  # expect the version read
+        )
+        return [
+            model.model_copy(update={"version": item.version})
+            for model, item in zip(models, items, strict=True)
+        ]
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -175,11 +241,10 @@ class Store:
     def create_task(self, task: Task) -> tuple[Task, bool]:
         """Store a new task once: (the stored task, whether this call created it).
 
-        Raises OwnedByOther if another user owns the id. A redelivered create gets the
-        stored task back unchanged, so replaying an event never overwrites later changes.
+        A redelivered create gets the stored task back unchanged, so replaying an event
+        never overwrites later changes.
         """
         pk, sk = layout.user_pk(task.user_id), layout.task_sk(task.task_id)
-        self._claim_id(task.user_id, task.task_id)
         if self._write(pk, sk, task, expect=0):
             return task.model_copy(update={"version": 1}), True
         existing = self.get_task(task.user_id, task.task_id)
@@ -232,22 +297,15 @@ class Store:
     def save_reminder(self, reminder: Reminder) -> Reminder:
         """Version 0 creates the reminder if absent, any other version compare-and-sets.
 
-        Raises Conflict if stale, and OwnedByOther when creating a reminder for another
-        user's task. Pending reminders enter the due index; others leave it.
+        Raises Conflict if stale. Pending reminders enter the due index; others leave it.
         """
-        pk, sk = layout.user_pk(reminder.user_id), layout.reminder_sk(reminder.task_id)
-        if reminder.version == 0:
-            owner = self.owner_of(reminder.task_id)
-            if owner is not None and owner != reminder.user_id:
-                raise OwnedByOther(reminder.task_id)
-        due = None
-        if reminder.indexed:
-            due = layout.due_key(reminder.remind_at, reminder.user_id, reminder.task_id)
-        if not self._write(pk, sk, reminder, expect=reminder.version, due=due):
+        try:
+            [saved] = self.commit([reminder])
+        except CommitConflict:
             raise Conflict(
                 f"reminder of task {reminder.task_id!r} changed since version {reminder.version}"
-            )
-        return reminder.model_copy(update={"version": reminder.version + 1})
+            ) from None
+        return saved
 
     def due_reminders(
         self, until: datetime, *, limit: int = 100, cursor: str | None = None
@@ -288,35 +346,10 @@ class Store:
 
     # -- idempotency receipts ------------------------------------------------------------
 
-    def get_receipt(self, scope: str, key: str, *, now: datetime | None = None) -> Receipt | None:
-        """The unexpired receipt for event `key` in `scope` (a user id or SYSTEM_SCOPE)."""
-        item = self._backend.get(layout.scope_pk(scope), layout.receipt_sk(key))
-        if item is None:
-            return None
-        receipt = self._load(Receipt, item)
-        return None if receipt.expired(now or _now()) else receipt
-
-    def put_receipt(self, scope: str, receipt: Receipt, *, now: datetime | None = None) -> Receipt:
-        """Record `receipt` unless an unexpired one exists; return the one that is stored.
-
-        When two handlers of the same event race, both get the winner's receipt back and
-        can answer with it. An expired receipt is replaced as if absent.
-        """
-        pk, sk = layout.scope_pk(scope), layout.receipt_sk(receipt.key)
-        expires_at = math.ceil(as_utc(receipt.expires_at).timestamp())
-        expect = 0  # the usual case, a first receipt: one conditional put
-        for _ in range(RECEIPT_ROUNDS):
-            if self._write(pk, sk, receipt, expect=expect, expires_at=expires_at):
-                return receipt
-            item = self._backend.get(pk, sk)
-            if item is None:
-                expect = 0
-                continue
-            existing = self._load(Receipt, item)
-            if not existing.expired(now or _now()):
-                return existing
-            expect = item.version
-        raise Conflict(f"receipt {receipt.key!r} keeps changing")
+    def get_receipt(self, key: str, *, now: datetime | None = None) -> Receipt | None:
+        """The unexpired receipt of event `key` (`nextup.envelope.event_key`)."""
+        [receipt] = self.load([receipt_ref(key)])
+        return None if receipt is None or receipt.expired(now or _now()) else receipt
 
     def purge_expired(self, now: datetime) -> int:
         """Delete expired receipts; how many. DynamoDB's TTL does this itself (returns 0)."""

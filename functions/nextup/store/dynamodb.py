@@ -21,7 +21,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,8 +41,14 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.loaders import create_loader
 
-from nextup.store.errors import InvalidCursor, StoreError, StoreNotReady, StoreUnavailable
-from nextup.store.items import Item, decode_cursor, encode_cursor, url_options
+from nextup.store.errors import (
+    CommitConflict,
+    InvalidCursor,
+    StoreError,
+    StoreNotReady,
+    StoreUnavailable,
+)
+from nextup.store.items import Item, Write, decode_cursor, encode_cursor, url_options
 
 INDEX = "due"
 TTL_ATTRIBUTE = "expires_at"
@@ -67,6 +73,8 @@ TRANSIENT = frozenset(
         "TransactionInProgressException",
     }
 )
+# Why a transaction was cancelled, per item: these mean another writer got there first.
+LOST = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 DONE = "done"
 # Service models parsed once per process, however many clients are made (tests make many).
@@ -331,24 +339,72 @@ class DynamoBackend:
         found = response.get("Item")
         return None if found is None else _from_attributes(found)
 
-    def put(self, item: Item, *, expect_version: int | None) -> bool:
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Item | None]:
+        """One `BatchGetItem` (consistent), or a `GetItem` for a single key; what DynamoDB
+        leaves unprocessed under load is asked for again."""
+        if len(keys) <= 1:
+            return [self.get(*key) for key in keys]
+        wanted = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in dict.fromkeys(keys)]
+        found: dict[tuple[str, str], Item] = {}
+        while wanted:
+            with self._errors():
+                response = self._client.batch_get_item(
+                    RequestItems={self.table: {"Keys": wanted, "ConsistentRead": True}}
+                )
+            for attributes in response.get("Responses", {}).get(self.table, []):
+                item = _from_attributes(attributes)
+                found[(item.pk, item.sk)] = item
+            wanted = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return [found.get(key) for key in keys]
+
+    def _put_request(self, write: Write) -> dict[str, Any]:
         request: dict[str, Any] = {
             "TableName": self.table,
-            "Item": _to_attributes(item, self.shards),
+            "Item": _to_attributes(write.item, self.shards),
         }
-        if expect_version == 0:
+        if write.expect_version == 0:
             request["ConditionExpression"] = "attribute_not_exists(pk)"
-        elif expect_version is not None:
+        elif write.expect_version is not None:
             request["ConditionExpression"] = "version = :expected"
-            request["ExpressionAttributeValues"] = {":expected": {"N": str(expect_version)}}
+            request["ExpressionAttributeValues"] = {":expected": {"N": str(write.expect_version)}}
+        return request
+
+    def put(self, item: Item, *, expect_version: int | None) -> bool:
         with self._errors():
             try:
-                self._client.put_item(**request)
+                self._client.put_item(**self._put_request(Write(item, expect_version)))
             except ClientError as exc:
                 if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                     return False
                 raise
         return True
+
+    def commit(self, writes: Sequence[Write]) -> None:
+        """`TransactWriteItems` (a single write is a plain conditional `PutItem`: half the
+        write units). A cancelled transaction says per item why; a lost condition or a
+        concurrent transaction on the same item is a `CommitConflict`."""
+        if len(writes) == 1:
+            if not self.put(writes[0].item, expect_version=writes[0].expect_version):
+                raise CommitConflict((0,))
+            return
+        items = []
+        for write in writes:
+            items.append({"Put": self._put_request(write)})
+        with self._errors():
+            try:
+                self._client.transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                if error.get("Code") != "TransactionCanceledException":
+                    raise
+                reasons = [
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
+                ]
+                failed = tuple(i for i, code in enumerate(reasons) if code in LOST)
+                if failed or not reasons:
+                    raise CommitConflict(failed) from None
+                busy = [code for code in reasons if code not in ("None", *LOST)]
+                raise StoreUnavailable(f"DynamoDB cancelled the commit: {busy}") from None
 
     def delete(self, pk: str, sk: str) -> None:
         with self._errors():

@@ -1,14 +1,13 @@
 """What the store raises, each an `EventError` so a handler can let it escape.
 
 The HTTP status decides what the broker does with the event: Knative retries 5xx and 409
-and dead-letters most other 4xx. So a transient fault is a 503 (retry later), a lost
-compare-and-set a 409 (retry now: the handler re-reads and re-applies), and touching
-another user's task a 403 (never retried).
+and dead-letters most other 4xx. So a transient fault is a 503 (retry later) and a lost
+compare-and-set a 409 (retry now: the handler re-reads and re-applies).
 """
 
 from __future__ import annotations
 
-from nextup.errors import BadRequest, EventError, Forbidden, Unavailable
+from nextup.errors import BadRequest, EventError, Unavailable
 
 
 class StoreError(EventError):
@@ -50,13 +49,14 @@ class Conflict(StoreError):
     status = 409
 
 
-class OwnedByOther(StoreError, Forbidden):
-    """The task id belongs to another user. The message never says which one."""
+class CommitConflict(Conflict):
+    """An atomic commit lost: the condition of one of its writes did not hold (another
+    writer got there first). Nothing of it was written; `failed` are the writes' indexes
+    (empty when the backend cannot say which)."""
 
-    status = 403
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"task {task_id!r} belongs to another user", field="data.task_id")
+    def __init__(self, failed: tuple[int, ...] = ()) -> None:
+        super().__init__(f"commit lost a race (writes {list(failed) or '?'})")
+        self.failed = failed
 
 
 class InvalidCursor(StoreError, BadRequest, ValueError):

@@ -13,12 +13,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from nextup.store.errors import InvalidCursor
+
+# DynamoDB's TransactWriteItems takes at most 100 items; an event writes a handful.
+MAX_COMMIT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,15 @@ class Item:
     version: int
     due: str | None = None
     expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One item of an atomic commit and the condition it is written under: `expect_version`
+    None (unconditional), 0 (only if absent) or n (only if the stored version is n)."""
+
+    item: Item
+    expect_version: int | None
 
 
 class Backend(Protocol):
@@ -54,6 +66,15 @@ class Backend(Protocol):
         None: unconditional. 0: only if no item has this key. n: only if the stored
         item's version is n (so never if it is absent).
         """
+        ...
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Item | None]:
+        """Each key's item (None where absent), read consistently, in one round trip."""
+        ...
+
+    def commit(self, writes: Sequence[Write]) -> None:
+        """Write every item or none, atomically; `CommitConflict` naming the writes whose
+        condition did not hold. At most `MAX_COMMIT` writes, each to a distinct key."""
         ...
 
     def query(

@@ -1,17 +1,16 @@
 """Where everything lives in the single table: partition and sort keys, the due key.
 
-Partitions are users: every task, reminder and receipt of a user shares ``pk = user_id``,
-so a caller naming a user can only ever reach that user's items. Two partitions are not
-users and cannot be mistaken for one, because user ids never contain ``#``
-(`nextup.fields.ID_PATTERN`): ``#owner#<task_id>`` guards global task ids, and
-``#system`` holds receipts of events that name no user.
+Partitions are users: every task and reminder of a user shares ``pk = user_id``, so a
+caller naming a user can only ever reach that user's items, and a task id means something
+only within its user's partition. Receipts are one per event (`source` + `id`, hashed),
+each in a partition of its own that cannot be mistaken for a user's, because user ids
+never contain ``#`` (`nextup.fields.ID_PATTERN`).
 
-    pk                 sk                  data       due                        expires_at
-    <user_id>          task#<task_id>      Task       -                          -
-    <user_id>          reminder#<task_id>  Reminder   <remind_at>#<us>#<user>#<task>  -
-                                                      (only while pending)
-    <user_id>|#system  receipt#<key>       Receipt    -                          TTL epoch
-    #owner#<task_id>   owner               {user_id}  -                          -
+    pk              sk                  data      due                              expires_at
+    <user_id>       task#<task_id>      Task      -                                -
+    <user_id>       reminder#<task_id>  Reminder  <when>#<us>#<user>#<task>        -
+                                                  (while pending or unannounced)
+    #event#<key>    receipt             Receipt   -                                TTL epoch
 """
 
 from __future__ import annotations
@@ -21,12 +20,11 @@ from datetime import UTC, datetime
 
 from nextup.fields import ID_PATTERN
 
-SYSTEM_SCOPE = "#system"
-OWNER_SK = "owner"
 TASK = "task#"
 REMINDER = "reminder#"
-RECEIPT = "receipt#"
-# Sort keys are at most 1024 bytes in DynamoDB; receipt keys are hashes in practice.
+RECEIPT_PK = "#event#"
+RECEIPT_SK = "receipt"
+# Partition keys are at most 2048 bytes in DynamoDB; receipt keys are hashes in practice.
 MAX_RECEIPT_KEY = 512
 
 _ID = re.compile(ID_PATTERN)
@@ -39,19 +37,10 @@ def user_pk(user_id: str) -> str:
     return user_id
 
 
-def scope_pk(scope: str) -> str:
-    """The partition of a receipt scope: a user, or the system scope."""
-    return SYSTEM_SCOPE if scope == SYSTEM_SCOPE else user_pk(scope)
-
-
 def task_id_part(task_id: str) -> str:
     if not isinstance(task_id, str) or not _ID.fullmatch(task_id):
         raise ValueError(f"not a task id: {task_id!r:.80}")
     return task_id
-
-
-def owner_pk(task_id: str) -> str:
-    return f"#owner#{task_id_part(task_id)}"
 
 
 def task_sk(task_id: str) -> str:
@@ -62,10 +51,10 @@ def reminder_sk(task_id: str) -> str:
     return REMINDER + task_id_part(task_id)
 
 
-def receipt_sk(key: str) -> str:
+def receipt_pk(key: str) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_RECEIPT_KEY:
         raise ValueError(f"a receipt key is 1 to {MAX_RECEIPT_KEY} characters")
-    return RECEIPT + key
+    return RECEIPT_PK + key
 
 
 def as_utc(moment: datetime) -> datetime:

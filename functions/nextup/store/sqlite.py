@@ -19,13 +19,19 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from nextup.store.errors import InvalidCursor, StoreError, StoreNotReady, StoreUnavailable
-from nextup.store.items import Item, decode_cursor, encode_cursor, url_options
+from nextup.store.errors import (
+    CommitConflict,
+    InvalidCursor,
+    StoreError,
+    StoreNotReady,
+    StoreUnavailable,
+)
+from nextup.store.items import Item, Write, decode_cursor, encode_cursor, url_options
 
 SCHEMA_VERSION = 1
 SCHEMA = (
@@ -195,7 +201,44 @@ class SqliteBackend:
             )
         return None if row is None else _row(row)
 
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Item | None]:
+        if not keys:
+            return []
+        wanted = " OR ".join(["(pk = ? AND sk = ?)"] * len(keys))
+        params = tuple(part for key in keys for part in key)
+        with self._errors():
+            rows = self._conn().execute(f"SELECT {COLUMNS} FROM items WHERE {wanted}", params)
+            found = {(row[0], row[1]): _row(row) for row in rows.fetchall()}
+        return [found.get(key) for key in keys]
+
     def put(self, item: Item, *, expect_version: int | None) -> bool:
+        with self._errors():
+            return self._put(self._conn(), item, expect_version)
+
+    def commit(self, writes: Sequence[Write]) -> None:
+        """One `BEGIN IMMEDIATE` transaction: the write lock is taken first, so the
+        conditions checked inside it still hold when it commits."""
+        if len(writes) == 1:  # a single statement is its own transaction
+            if not self.put(writes[0].item, expect_version=writes[0].expect_version):
+                raise CommitConflict((0,))
+            return
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                failed = tuple(
+                    i for i, w in enumerate(writes) if not self._put(conn, w.item, w.expect_version)
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if failed:
+                conn.execute("ROLLBACK")
+                raise CommitConflict(failed)
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _put(conn: sqlite3.Connection, item: Item, expect_version: int | None) -> bool:
         values = (
             item.pk,
             item.sk,
@@ -220,8 +263,7 @@ class SqliteBackend:
                 "WHERE pk = ? AND sk = ? AND version = ?"
             )
             params = (*values[2:], item.pk, item.sk, expect_version)
-        with self._errors():
-            return self._conn().execute(sql, params).rowcount == 1
+        return conn.execute(sql, params).rowcount == 1
 
     def delete(self, pk: str, sk: str) -> None:
         with self._errors():
