@@ -1,8 +1,10 @@
 """Webhook targets come from event data, so an event must not make a function probe the
 cluster: loopback, link-local (cloud metadata), private, shared, multicast and reserved
 addresses are refused unless `NEXTUP_WEBHOOK_ALLOW` names them, however they are spelled
-(decimal, hex, short forms, IPv4-mapped IPv6, host names that resolve to them), and a
-redirect from an allowed target is not followed.
+(IPv4-mapped IPv6, host names that resolve to them), and a redirect from an allowed target
+is not followed. Ambiguous spellings (short, decimal, hex IPv4; IDNA tricks; zone ids;
+credentials; bad ports) are refused when the task is created, with a 400 naming
+`notify.webhook`.
 
 Nothing here may reach a real network: send-reminder runs with HTTP_PROXY/HTTPS_PROXY
 pointing at a canary proxy on loopback, so any request that got past the guard lands
@@ -66,14 +68,10 @@ class Canary:
 
 REFUSED = [
     "http://127.0.0.1/hook",
-    "http://127.1/hook",
-    "http://2130706433/hook",
-    "http://0x7f000001/hook",
     "http://[::1]/hook",
     "http://[::ffff:127.0.0.1]/hook",
     "http://0.0.0.0/hook",
     "http://vm/hook",  # /etc/hosts: 127.0.0.1
-    "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/hook",  # IDNA for localhost
     "http://169.254.169.254/latest/meta-data/",
     "http://[fe80::1]/hook",
     "http://10.0.0.1/hook",
@@ -87,8 +85,28 @@ REFUSED = [
     "http://240.0.0.1/hook",
     "http://255.255.255.255/hook",
     "http://198.18.0.1/hook",
+]
+# Spellings that parsers and resolvers read differently, and URLs a sender could not use:
+# refused when the task is created.
+REFUSED_AT_CREATION = [
+    "http://127.1/hook",
+    "http://2130706433/hook",
+    "http://0x7f000001/hook",
+    "http://0177.0.0.1/hook",
+    "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/hook",  # IDNA 2003 maps it to localhost; IDNA 2008 refuses it
+    "http://①.1.1.1/hook",
     "http://1.1.1.1\\@127.0.0.1/hook",
     "http://1.1.1.1%2f@127.0.0.1/hook",
+    "http://user:secret@127.0.0.2/hook",
+    "http://[fe80::1%25eth0]/hook",
+    "http://[::1/hook",
+    "http://a..b/hook",
+    "http://localhost./hook",
+    "http://127.0.0.2:99999/hook",
+    "http://127.0.0.2:abc/hook",
+    "http://127.0.0.2:+80/hook",
+    "http://127.0.0.2:0/hook",
+    "http://" + "l" * 64 + ".example/hook",
 ]
 ALLOWED = [
     "http://127.0.0.2/hook",  # allow-listed address
@@ -162,6 +180,23 @@ def test_non_public_targets_are_refused_and_never_contacted(stack):
         assert "non-public" in (error or ""), (target, error)
         assert len(stack.canary.requests) == before, (target, stack.canary.requests[before:])
     record("webhook guard", refused=len(REFUSED), contacted=0)
+
+
+def test_ambiguous_or_unusable_urls_are_refused_when_the_task_is_created(stack):
+    user = f"wh-{uuid.uuid4().hex[:6]}"
+    before, contacted = stack.dump(), len(stack.canary.requests)
+    for target in REFUSED_AT_CREATION:
+        data = {"user_id": user, "task_id": f"{user}.x", "notify": {"webhook": target}}
+        headers, body = cloud_event("todo.task.created", data, id_=uuid.uuid4().hex)
+        response = httpx.post(
+            stack.functions["schedule-next"].url, headers=headers, content=body, timeout=30
+        )
+        assert response.status_code == 400, (target, response.text)
+        assert response.json()["field"] == "data.notify.webhook", target
+        assert "secret" not in response.text, "credentials are never echoed"
+    assert stack.dump() == before
+    assert len(stack.canary.requests) == contacted
+    record("webhook creation", refused=len(REFUSED_AT_CREATION))
 
 
 def test_allow_listed_targets_are_posted_to_once(stack):
