@@ -147,3 +147,49 @@ def test_open_breaker_does_not_call_the_dependency():
         run(call(op, breaker=breaker, policy=FAST, transient=(ConnectionError,)))
     assert op.calls == 2
     assert "circuit open" in caught.value.error
+
+
+def test_an_answer_that_is_no_failure_neither_counts_nor_wedges_the_breaker():
+    """A call that ends in a non-transient error (a refused recipient, a conflict) says
+    nothing about the dependency being down: no failure is counted, and a half-open
+    breaker's trial slot is freed, or no call would ever be let through again."""
+    clock = Clock()
+    breaker = CircuitBreaker("smtp", failure_threshold=2, recovery_timeout=5, clock=clock)
+    refused = Flaky(100, exc=BadRequest)
+    with pytest.raises(Unavailable):
+        run(call(Flaky(100), breaker=breaker, policy=FAST, transient=(ConnectionError,)))
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 5
+    with pytest.raises(BadRequest):  # the trial: the dependency answered, with a refusal
+        run(call(refused, breaker=breaker, policy=FAST, transient=(ConnectionError,)))
+    assert run(call(Flaky(0), breaker=breaker, policy=FAST, transient=(ConnectionError,))) == "ok"
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failed()
+    for _ in range(5):
+        with pytest.raises(BadRequest):
+            run(call(refused, breaker=breaker, policy=FAST, transient=(ConnectionError,)))
+    assert breaker.failures == 1 and breaker.state is BreakerState.CLOSED
+
+
+def test_a_cancelled_trial_frees_the_breaker():
+    clock = Clock()
+    breaker = CircuitBreaker("smtp", failure_threshold=1, recovery_timeout=5, clock=clock)
+    breaker.failed()
+    clock.now += 5
+
+    async def cancelled_trial() -> None:
+        task = asyncio.ensure_future(
+            call(
+                lambda: asyncio.Event().wait(),
+                breaker=breaker,
+                policy=FAST,
+                transient=(ConnectionError,),
+            )
+        )
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancelled_trial())
+    assert run(call(Flaky(0), breaker=breaker, policy=FAST, transient=(ConnectionError,))) == "ok"

@@ -70,6 +70,12 @@ class CircuitBreaker:
         self.opened_at = None
         self._trial_running = False
 
+    def inconclusive(self) -> None:
+        """A call ended without saying whether the dependency works (it refused one
+        recipient, or never reached it): no failure counted, and a trial's slot is freed
+        for the next call, so the breaker cannot stay half-open with nobody trying."""
+        self._trial_running = False
+
     def failed(self) -> None:
         self._trial_running = False
         self.failures += 1
@@ -121,6 +127,9 @@ async def call(
         except TimeoutError as exc:
             breaker.failed()
             last = exc
+        except BaseException:
+            breaker.inconclusive()
+            raise
         else:
             breaker.succeeded()
             return result
