@@ -2,18 +2,22 @@
 
 E-mail cannot be made exactly-once (SMTP has no idempotency key), so every mail carries
 a Message-ID derived from the reminder: a resend after a crash is the same message and
-mail clients show it once. Webhooks get the same id as an `Idempotency-Key` header.
+mail clients show it once. Webhooks (`nextup.webhooks`) get the same id as an
+`Idempotency-Key` header.
 
 What a failed send means for the caller, whichever the channel:
 
-- `PermanentFailure`: this recipient will never take this reminder (an invalid address, a
-  refused mailbox, a webhook's 4xx). Mark the reminder failed and go on.
-- `RecipientUnavailable`: this one recipient failed for now (a mailbox's 4xx); a later
-  retry of this reminder alone may pass, after `retry_after` seconds when the recipient
-  said. Go on with the others.
+- `PermanentFailure`: this recipient will never take this reminder (an invalid address or
+  URL, a refused mailbox, a webhook's 4xx, a host that does not exist or is not public).
+  Mark the reminder failed and go on.
+- `RecipientUnavailable`: this one recipient failed for now (a webhook's 5xx, 408, 425 or
+  429, its timeout or refused connection, a mailbox's 4xx, a DNS lookup that may pass
+  later); a later retry of this reminder alone may pass, after `retry_after` seconds when
+  the recipient said. Go on with the others.
 - `nextup.errors.Unavailable` (503): the shared dependency itself is down, the SMTP server
   (refused connection, timeout, 421, disconnect, refused sender or login): every other
-  mail would fail the same way, so the whole delivery is retried later.
+  mail would fail the same way, so the whole delivery is retried later. A webhook never
+  raises it: every webhook is a server of its own.
 
 A mail is composed so that nothing from a task can become a header or change the body's
 type: every header value is ours or encoded by us (RFC 2047, never re-parsed for
@@ -23,11 +27,8 @@ recipient, the validated address.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ipaddress
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,9 +38,7 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
-from nextup.errors import BadRequest, Unavailable
+from nextup.errors import Unavailable
 from nextup.targets import mailbox
 
 
@@ -275,71 +274,3 @@ def classify_smtp(exc: BaseException, recipient: str) -> Exception:
     if code < 500:
         return RecipientUnavailable(f"SMTP server deferred the {where}: {code}")
     return PermanentFailure(f"SMTP server refused the {where}: {code}")
-
-
-@dataclass(frozen=True)
-class WebhookPolicy:
-    """Which webhook hosts may be private: exact host names or CIDR blocks."""
-
-    allow: tuple[str, ...] = ()
-
-    def _allowed(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        for entry in self.allow:
-            if entry == host:
-                return True
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                continue
-        return False
-
-    async def check(self, url: str) -> None:
-        """Refuse a target that resolves to a loopback, link-local, private or reserved address."""
-        parts = urlsplit(url)
-        host = parts.hostname
-        if parts.scheme not in ("http", "https") or not host:
-            raise BadRequest("webhook must be an http(s) URL", field="notify.webhook")
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, parts.port or 443, type=socket.SOCK_STREAM
-            )
-        except socket.gaierror as exc:
-            raise PermanentFailure(f"webhook host {host!r} does not resolve") from exc
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not _public(address) and not self._allowed(host, address):
-                raise PermanentFailure(
-                    f"webhook host {host!r} resolves to a non-public address; "
-                    "allow it with NEXTUP_WEBHOOK_ALLOW"
-                )
-
-
-def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """A unicast address on the public internet (`is_global` alone lets multicast by)."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return address.is_global and not (
-        address.is_multicast or address.is_reserved or address.is_unspecified
-    )
-
-
-async def post_webhook(
-    client: httpx.AsyncClient, url: str, message: Message, *, timeout: float = 10.0
-) -> None:
-    """POST the reminder; 2xx is delivered, 408/429/5xx may pass, other 4xx never will."""
-    try:
-        response = await client.post(
-            url,
-            json=message.payload(),
-            headers={"Idempotency-Key": message.message_id},
-            timeout=timeout,
-        )
-    except httpx.TransportError as exc:
-        raise Unavailable(f"webhook unreachable: {type(exc).__name__}", field="webhook") from exc
-    if response.is_success:
-        return
-    if response.status_code in (408, 425, 429) or response.status_code >= 500:
-        raise Unavailable(f"webhook answered {response.status_code}", field="webhook")
-    raise PermanentFailure(f"webhook answered {response.status_code}")
