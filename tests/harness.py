@@ -278,6 +278,11 @@ class TestCA:
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            # Key identifiers: Python 3.13 verifies strictly (VERIFY_X509_STRICT) and
+            # refuses a chain without them.
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
+            )
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -324,6 +329,10 @@ class TestCA:
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
             .sign(self._key, hashes.SHA256())
         )
         path = self._dir / f"{uuid.uuid4().hex}.pem"
