@@ -19,6 +19,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 MAX_LOCAL = 64
 MAX_DOMAIN = 253
@@ -78,7 +79,7 @@ class WebhookTarget:
     host: str  # an ASCII host name, or an IP address (IPv6 without brackets)
     port: int  # the one to connect to: the given one, else the scheme's default
     explicit_port: bool
-    target: str  # path and query, percent-encoded ASCII, at least "/"
+    path: str  # path and query, percent-encoded ASCII, at least "/"
     ip: Address | None  # the host, when the URL names an IP address
 
     @property
@@ -90,7 +91,7 @@ class WebhookTarget:
     def at(self, address: Address) -> str:
         """This URL with its host replaced by `address`, the one that was checked."""
         host = f"[{address.compressed}]" if address.version == 6 else address.compressed
-        return f"{self.scheme}://{host}:{self.port}{self.target}"
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -123,8 +124,6 @@ def webhook_target(value: str) -> WebhookTarget:
         raise ValueError(f"a webhook URL has at most {MAX_URL} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError("a webhook URL may not contain whitespace or control characters")
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(value)
         hostname = parts.hostname
@@ -150,7 +149,7 @@ def webhook_target(value: str) -> WebhookTarget:
     try:
         url = httpx.URL(value)
         ascii_host = url.raw_host.decode("ascii")
-        target = url.raw_path.decode("ascii")
+        path = url.raw_path.decode("ascii")
     except (httpx.InvalidURL, UnicodeError, ValueError):
         raise ValueError("the host is not a valid host name or IP address") from None
     # Both parsers must read the same scheme, host and port, or one of them is fooled.
@@ -164,10 +163,10 @@ def webhook_target(value: str) -> WebhookTarget:
     host, ip = _host(authority["host"], ascii_host)
     explicit = port_text is not None
     shown = f"[{host}]" if ip is not None and ip.version == 6 else host
-    canonical = f"{scheme}://{shown}{f':{port}' if explicit else ''}{target}"
+    canonical = f"{scheme}://{shown}{f':{port}' if explicit else ''}{path}"
     if len(canonical) > MAX_URL:
         raise ValueError(f"a webhook URL has at most {MAX_URL} characters once encoded")
-    return WebhookTarget(canonical, scheme, host, port, explicit, target, ip)
+    return WebhookTarget(canonical, scheme, host, port, explicit, path, ip)
 
 
 def _host(written: str, ascii_host: str) -> tuple[str, Address | None]:
