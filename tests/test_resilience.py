@@ -183,3 +183,50 @@ def test_a_half_open_trial_that_ends_in_a_non_transient_error_never_wedges_the_b
     # The next call is let through (as the trial, or with the breaker closed).
     assert asyncio.run(call(works, breaker=breaker, policy=RetryPolicy(), transient=())) == "ok"
     assert breaker.state is BreakerState.CLOSED
+
+
+def test_an_answer_that_is_no_failure_neither_counts_nor_wedges_the_breaker():
+    """A call that ends in a non-transient error (a refused recipient, a conflict) says
+    nothing about the dependency being down: no failure is counted, and a half-open
+    breaker's trial slot is freed, or no call would ever be let through again."""
+    clock = Clock()
+    breaker = CircuitBreaker("smtp", failure_threshold=2, recovery_timeout=5, clock=clock)
+    refused = Flaky(100, exc=BadRequest)
+    with pytest.raises(Unavailable):
+        run(call(Flaky(100), breaker=breaker, policy=FAST, transient=(ConnectionError,)))
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 5
+    with pytest.raises(BadRequest):  # the trial: the dependency answered, with a refusal
+        run(call(refused, breaker=breaker, policy=FAST, transient=(ConnectionError,)))
+    assert run(call(Flaky(0), breaker=breaker, policy=FAST, transient=(ConnectionError,))) == "ok"
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failed()
+    for _ in range(5):
+        with pytest.raises(BadRequest):
+            run(call(refused, breaker=breaker, policy=FAST, transient=(ConnectionError,)))
+    # A refusal is an answer: the dependency is there, so the count starts again.
+    assert breaker.failures == 0 and breaker.state is BreakerState.CLOSED
+
+
+def test_a_cancelled_trial_frees_the_breaker():
+    clock = Clock()
+    breaker = CircuitBreaker("smtp", failure_threshold=1, recovery_timeout=5, clock=clock)
+    breaker.failed()
+    clock.now += 5
+
+    async def cancelled_trial() -> None:
+        task = asyncio.ensure_future(
+            call(
+                lambda: asyncio.Event().wait(),
+                breaker=breaker,
+                policy=FAST,
+                transient=(ConnectionError,),
+            )
+        )
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancelled_trial())
+    assert run(call(Flaky(0), breaker=breaker, policy=FAST, transient=(ConnectionError,))) == "ok"

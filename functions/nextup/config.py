@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("NEXTUP_SMTP_PASSWORD", "nextup-smtp-password"),
     )
     webhook_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    # Seconds for a whole webhook POST (resolution, connection, answer): well inside a
+    # Trigger's timeout (PT30S), so one hanging webhook delays a sweep, never fails it.
+    webhook_timeout: float = Field(default=10.0, gt=0, le=25)
     message_domain: str = "nextup.local"
     # The todo app's own API (the seed's `backend` Dapr app id).
     backend_url: str | None = None

@@ -1,31 +1,45 @@
-"""Sending a reminder: e-mail over SMTP, or a JSON POST to a webhook.
+"""Sending a reminder: what it says, what a failed send means, and the e-mail path.
 
 E-mail cannot be made exactly-once (SMTP has no idempotency key), so every mail carries
 a Message-ID derived from the reminder: a resend after a crash is the same message and
-mail clients show it once. Webhooks get the same id as an `Idempotency-Key` header.
+mail clients show it once. Webhooks (`nextup.webhooks`) get the same id as an
+`Idempotency-Key` header.
 
-Webhook targets come from event data, so an event could try to make a function probe
-the cluster or a cloud metadata endpoint: addresses that are not public are refused
-unless allow-listed (`NEXTUP_WEBHOOK_ALLOW`).
+What a failed send means for the caller, whichever the channel:
+
+- `PermanentFailure`: this recipient will never take this reminder (an invalid address or
+  URL, a refused mailbox, a webhook's 4xx, a host that does not exist or is not public).
+  Mark the reminder failed and go on.
+- `RecipientUnavailable`: this one recipient failed for now (a webhook's 5xx, 408, 425 or
+  429, its timeout or refused connection, a mailbox's 4xx, a DNS lookup that may pass
+  later); a later retry of this reminder alone may pass, after `retry_after` seconds when
+  the recipient said. Go on with the others.
+- `nextup.errors.Unavailable` (503): the shared dependency itself is down, the SMTP server
+  (refused connection, timeout, 421, disconnect, refused sender or login): every other
+  mail would fail the same way, so the whole delivery is retried later. A webhook never
+  raises it: every webhook is a server of its own.
+
+A mail is composed so that nothing from a task can become a header or change the body's
+type: every header value is ours or encoded by us (RFC 2047, never re-parsed for
+encoded-words), the body is quoted-printable text/plain, and the envelope names exactly one
+recipient, the validated address.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ipaddress
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email import charset as _charset
+from email.header import Header
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
-from nextup.errors import BadRequest, Unavailable
+from nextup.errors import Unavailable
+from nextup.targets import mailbox
 
 
 @dataclass(frozen=True)
@@ -60,12 +74,29 @@ class Message:
 
 
 def _one_line(text: str) -> str:
-    # Titles go into a mail header: no line breaks or control characters may reach it.
+    # Titles go into a mail header and a line of text: no line breaks (U+2028 and U+0085
+    # included) or control characters may reach either.
     return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
 
 
-class PermanentFailure(Exception):
-    """The target refused the reminder for good (e.g. a 4xx webhook answer, a bad mailbox)."""
+class RecipientFailure(Exception):
+    """Sending to this one recipient failed; nobody else's reminders are affected."""
+
+
+class PermanentFailure(RecipientFailure):
+    """This recipient will never take the reminder: mark it failed, do not retry."""
+
+
+class RecipientUnavailable(RecipientFailure):
+    """This recipient failed for now; retrying this reminder alone later may pass.
+
+    `retry_after` is the wait in seconds the recipient asked for (a webhook's
+    `Retry-After`), or None when it did not say.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -104,11 +135,13 @@ class SmtpConfig:
 class Mailer:
     """Blocking SMTP client; the async callers run it in a thread."""
 
-    # What may pass if we try again later: the server is away, busy or throttling us.
-    TRANSIENT = (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)
+    # What `services` retries and counts against the SMTP breaker: the server being away.
+    # A recipient's refusal is neither: the server answered, and it is up.
+    TRANSIENT = (Unavailable,)
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
+        self.sender_header, self.sender = _sender(config.sender)
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
@@ -118,10 +151,14 @@ class Mailer:
             )
         else:
             client = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+        try:
             if c.starttls:
                 client.starttls(context=ssl.create_default_context())
-        if c.username:
-            client.login(c.username, c.password or "")
+            if c.username:
+                client.login(c.username, c.password or "")
+        except BaseException:
+            client.close()
+            raise
         return client
 
     def ping(self) -> None:
@@ -134,91 +171,106 @@ class Mailer:
             client.quit()
 
     def send(self, to: str, message: Message) -> None:
-        mail = EmailMessage()
-        mail["From"] = self.config.sender
-        mail["To"] = to
-        mail["Subject"] = message.subject
-        mail["Message-ID"] = message.message_id
-        mail["Date"] = format_datetime(datetime.now(UTC))
-        mail["X-Nextup-Task"] = message.task_id
-        mail.set_content(message.text())
-        client = self._connect()
+        """Hand one mail to the SMTP server for `to` alone, or raise what went wrong:
+        PermanentFailure, RecipientUnavailable or Unavailable (see the module's doc)."""
         try:
-            client.send_message(mail)
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise PermanentFailure(f"recipient refused: {to}") from exc
-        except smtplib.SMTPResponseException as exc:
-            if 400 <= exc.smtp_code < 500:
-                raise OSError(f"SMTP temporary failure {exc.smtp_code}") from exc
-            raise PermanentFailure(f"SMTP refused the message: {exc.smtp_code}") from exc
+            recipient = mailbox(to)  # again: an address may come from the backend or the past
+        except ValueError as exc:
+            raise PermanentFailure(f"cannot mail this address: {exc}") from None
+        mail = compose(self.sender_header, recipient, message)
+        try:
+            client = self._connect()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _server_down(exc) from exc
+        try:
+            # An explicit envelope: the one validated recipient, whatever the headers say.
+            client.sendmail(self.sender, [recipient], mail)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise classify_smtp(exc, recipient) from exc
         finally:
-            with contextlib.suppress(smtplib.SMTPException):
+            with contextlib.suppress(smtplib.SMTPException, OSError):
                 client.quit()
 
 
-@dataclass(frozen=True)
-class WebhookPolicy:
-    """Which webhook hosts may be private: exact host names or CIDR blocks."""
-
-    allow: tuple[str, ...] = ()
-
-    def _allowed(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        for entry in self.allow:
-            if entry == host:
-                return True
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                continue
-        return False
-
-    async def check(self, url: str) -> None:
-        """Refuse a target that resolves to a loopback, link-local, private or reserved address."""
-        parts = urlsplit(url)
-        host = parts.hostname
-        if parts.scheme not in ("http", "https") or not host:
-            raise BadRequest("webhook must be an http(s) URL", field="notify.webhook")
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, parts.port or 443, type=socket.SOCK_STREAM
-            )
-        except socket.gaierror as exc:
-            raise PermanentFailure(f"webhook host {host!r} does not resolve") from exc
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not _public(address) and not self._allowed(host, address):
-                raise PermanentFailure(
-                    f"webhook host {host!r} resolves to a non-public address; "
-                    "allow it with NEXTUP_WEBHOOK_ALLOW"
-                )
+def _sender(configured: str) -> tuple[str, str]:
+    """(From header, envelope sender) from NEXTUP_SMTP_FROM (`Name <address>`)."""
+    name, address = parseaddr(configured)
+    try:
+        mailbox(address)
+    except ValueError as exc:
+        raise ValueError(f"NEXTUP_SMTP_FROM needs a plain address: {exc}") from None
+    # formataddr quotes the name, or encodes it (RFC 2047) when it is not ASCII.
+    return formataddr((_one_line(name), address), charset="utf-8"), address
 
 
-def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """A unicast address on the public internet (`is_global` alone lets multicast by)."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return address.is_global and not (
-        address.is_multicast or address.is_reserved or address.is_unspecified
+# UTF-8 text as quoted-printable: 7-bit on the wire, so no server needs 8BITMIME or
+# SMTPUTF8, and readable in the raw.
+_UTF8_QP = _charset.Charset("utf-8")
+_UTF8_QP.body_encoding = _charset.QP
+
+
+def compose(sender: str, to: str, message: Message) -> bytes:
+    """The mail as bytes, every header either ours or encoded by us.
+
+    The compat32 classes store a header value as given and never parse it, unlike
+    `EmailMessage`'s default policy: that one decodes RFC 2047 encoded-words in a value
+    on assignment and writes the decoded text back out, so on Python 3.11 and 3.12 a
+    title holding `=?utf-8?b?...?=` with an encoded CRLF became real headers and a body.
+    Here the subject is one line of printable text; it is encoded by `Header` whenever it
+    is not plain ASCII or holds `=?` (a receiver decodes an encoded-word once, so a
+    `=?...?=` in a title shows as text), and the other values are plain ASCII we made.
+    """
+    mail = MIMEText(message.text(), "plain", _UTF8_QP)
+    plain = {
+        "From": sender,
+        "To": to,
+        "Message-ID": message.message_id,
+        "Date": format_datetime(datetime.now(UTC)),
+        "X-Nextup-Task": message.task_id,
+    }
+    for name, value in plain.items():
+        if not (value.isascii() and value.isprintable()):
+            raise ValueError(f"the {name} header must be printable ASCII")
+        mail[name] = value
+    subject = message.subject
+    plain_subject = subject.isascii() and "=?" not in subject
+    mail["Subject"] = subject if plain_subject else Header(subject, "utf-8", header_name="Subject")
+    # CRLF line ends, as SMTP requires: smtplib sends bytes as they are, and servers that
+    # guard against SMTP smuggling refuse a bare LF.
+    return mail.as_bytes(policy=mail.policy.clone(linesep="\r\n"))
+
+
+def _code(exc: BaseException) -> int:
+    return getattr(exc, "smtp_code", 0) or 0
+
+
+def _server_down(exc: BaseException) -> Unavailable:
+    code = _code(exc)
+    return Unavailable(
+        f"SMTP server unavailable: {type(exc).__name__}" + (f" {code}" if code else ""),
+        field="smtp",
     )
 
 
-async def post_webhook(
-    client: httpx.AsyncClient, url: str, message: Message, *, timeout: float = 10.0
-) -> None:
-    """POST the reminder; 2xx is delivered, 408/429/5xx may pass, other 4xx never will."""
-    try:
-        response = await client.post(
-            url,
-            json=message.payload(),
-            headers={"Idempotency-Key": message.message_id},
-            timeout=timeout,
-        )
-    except httpx.TransportError as exc:
-        raise Unavailable(f"webhook unreachable: {type(exc).__name__}", field="webhook") from exc
-    if response.is_success:
-        return
-    if response.status_code in (408, 425, 429) or response.status_code >= 500:
-        raise Unavailable(f"webhook answered {response.status_code}", field="webhook")
-    raise PermanentFailure(f"webhook answered {response.status_code}")
+def classify_smtp(exc: BaseException, recipient: str) -> Exception:
+    """What an error from `sendmail` for one recipient means (see the module's doc).
+
+    421 is the server closing the session, for everyone. The sender's refusal (MAIL FROM),
+    a lost connection, a timeout, a refused login or a missing extension are the server's
+    or its configuration's, for every mail alike. A reply to RCPT or DATA is about this
+    mail: 4xx may pass later, 5xx never will, except 530 (authentication required), which
+    says we are not logged in, for every recipient.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code = exc.recipients.get(recipient, (0, b""))[0]
+        where = "mailbox"
+    elif isinstance(exc, smtplib.SMTPDataError):
+        code = exc.smtp_code
+        where = "message"
+    else:
+        return _server_down(exc)
+    if code == 421 or code == 530 or not 400 <= code < 600:
+        return _server_down(exc)
+    if code < 500:
+        return RecipientUnavailable(f"SMTP server deferred the {where}: {code}")
+    return PermanentFailure(f"SMTP server refused the {where}: {code}")

@@ -70,9 +70,11 @@ class CircuitBreaker:
         self.opened_at = None
         self._trial_running = False
 
-    def released(self) -> None:
-        """The call ended in a way that says nothing of the dependency (cancelled, a bug of
-        ours): a half-open trial slot is given back, nothing else changes."""
+    def inconclusive(self) -> None:
+        """A call ended without saying whether the dependency works (it refused one
+        recipient, was cancelled, or hit a bug of ours): no failure counted, and a trial's
+        slot is freed for the next call, so the breaker cannot stay half-open with nobody
+        trying."""
         self._trial_running = False
 
     def failed(self) -> None:
@@ -132,7 +134,7 @@ async def call(
             breaker.succeeded()
             raise
         except BaseException:
-            breaker.released()
+            breaker.inconclusive()
             raise
         else:
             breaker.succeeded()

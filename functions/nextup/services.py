@@ -2,7 +2,9 @@
 
 Every call goes through `resilience.call`: retries inside the event's time budget and a
 circuit breaker per dependency, so a handler only ever sees success, a client error, or
-`Unavailable` (503: the broker redelivers later). Nothing is opened at import time:
+`Unavailable` (503: the broker redelivers later). Mail and webhooks may also fail for one
+recipient alone (`notify.PermanentFailure`, `notify.RecipientUnavailable`); webhooks
+share no breaker, as each is a server of its own. Nothing is opened at import time:
 a cold start pays only for what the first event needs.
 """
 
@@ -141,11 +143,15 @@ class Services:
         )
 
     async def webhook(self, url: str, message: notify.Message) -> None:
-        from nextup import notify
+        from nextup import webhooks
 
-        await notify.WebhookPolicy(self.settings.webhook_allow).check(url)
-        await self._guarded(
-            "webhook", lambda: notify.post_webhook(self.http, url, message), (Unavailable,)
+        # No retries or breaker shared by all webhooks: each is a server of its own, and
+        # one user's failing webhook must not hold back anyone else's.
+        await webhooks.post(
+            url,
+            message,
+            policy=webhooks.WebhookPolicy(self.settings.webhook_allow),
+            timeout=self.settings.webhook_timeout,
         )
 
     async def emit(self, event: CloudEvent) -> None:
