@@ -20,6 +20,7 @@ wall-clock order, strictly after ``after``. EXDATE/RDATE are merged by dateutil'
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
@@ -104,16 +105,46 @@ def wall_window(instant: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
     return lo.replace(tzinfo=tz), max(wall, utc_wall + max(offsets)).replace(tzinfo=tz)
 
 
-_steady_cache: dict[tuple[tzinfo, int], bool] = {}
+class _SameZone:
+    """A cache key for a tzinfo that cannot be hashed (python-dateutil's ``tzfile``,
+    ``tzutc``, ``tzoffset``, ``tzlocal`` define ``__eq__`` without ``__hash__``): equal only
+    to the very same object. It holds the zone, so the id cannot be reused by another
+    object while the key sits in a cache."""
+
+    __slots__ = ("tz",)
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+
+    def __hash__(self) -> int:
+        return id(self.tz)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SameZone) and other.tz is self.tz
+
+
+def zone_key(tz: tzinfo) -> Hashable:
+    """``tz`` itself where it hashes (zoneinfo, datetime.timezone), else a key by identity:
+    dateutil's ``gettz`` and ``tzoffset`` hand out one instance per zone, so identity
+    still finds the cached series; a zone built afresh each call merely misses."""
+    try:
+        hash(tz)
+    except TypeError:
+        return _SameZone(tz)
+    return tz
+
+
+_steady_cache: dict[tuple[Hashable, int], bool] = {}
 
 
 def _steady(instant: datetime, tz: tzinfo) -> bool:
     """Whether ``tz`` keeps one UTC offset from two days before ``instant`` to two days
     after (answered per hour of UTC time, cached)."""
-    key = (tz, int(instant.timestamp()) // 3600)
+    hour_index = int(instant.timestamp()) // 3600
+    key = (zone_key(tz), hour_index)
     found = _steady_cache.get(key)
     if found is None:
-        hour = datetime.fromtimestamp(key[1] * 3600, UTC)
+        hour = datetime.fromtimestamp(hour_index * 3600, UTC)
         offsets = {(hour + d).astimezone(tz).utcoffset() for d in _PROBES}
         found = len(offsets) == 1
         if len(_steady_cache) >= _CACHE_LIMIT:
@@ -137,7 +168,7 @@ class Series:
     @classmethod
     def of(cls, rule: Rule, dtstart: datetime) -> Series:
         tz = aware(dtstart, "dtstart")
-        key = (rule, dtstart, tz)
+        key = (rule, dtstart, zone_key(tz))
         found = _series_cache.get(key)
         if found is None:
             start = dtstart.replace(microsecond=0) if dtstart.microsecond else dtstart
@@ -184,9 +215,9 @@ def _limit(freq: Freq, wkst: int, year: int) -> int:
     return first_period_of_year(freq, wkst, year)
 
 
-# Recently used series, by (rule, dtstart, tzinfo): a series' pattern, engine and first
+# Recently used series, by (rule, dtstart, zone key): a series' pattern, engine and first
 # period are reused by every call about it.
-_series_cache: dict[tuple[Rule, datetime, tzinfo], Series] = {}
+_series_cache: dict[tuple[Rule, datetime, Hashable], Series] = {}
 
 
 def clear_caches() -> None:
