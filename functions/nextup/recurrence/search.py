@@ -30,7 +30,7 @@ from dateutil.rrule import rruleset
 from nextup.recurrence import syntax
 from nextup.recurrence.daymath import jan1
 from nextup.recurrence.engines import Engine, engine_for
-from nextup.recurrence.errors import RuleError
+from nextup.recurrence.errors import NeverOccurs, RuleError
 from nextup.recurrence.expand import first_period_count, occurrences, remember
 from nextup.recurrence.limits import FEASIBILITY_YEARS, LAST_YEAR, MAX_YEAR, MIN_YEAR
 from nextup.recurrence.model import Freq, Rule, zone
@@ -200,7 +200,7 @@ class Series:
             horizon = self.limit(self.start.year + FEASIBILITY_YEARS)
             if self.first_count() or self.engine.next_nonempty(self.p0 + 1, horizon) is not None:
                 return True
-            raise RuleError(
+            raise NeverOccurs(
                 f"rule can never occur from a start at {self.start:%Y-%m-%d %H:%M:%S}: "
                 f"{self.rule.rrule_text()} has no occurrence within {FEASIBILITY_YEARS} years"
             )
@@ -238,14 +238,37 @@ def next_occurrence(rule: str, dtstart: datetime, after: datetime) -> datetime |
     Raises `RuleError` for an invalid rule, or one that can never occur from ``dtstart``.
     """
     compiled = parse_rule(rule)
+    aware(dtstart, "dtstart")
+    aware(after, "after")
     return next_after(compiled, dtstart, after, compiled.count)
+
+
+def first_after(rule: str, dtstart: datetime) -> datetime | None:
+    """The first occurrence of ``rule`` started at ``dtstart`` (at or after dtstart), or
+    None when, from this start, it has none: the series ends (UNTIL, COUNT with EXDATE)
+    before it first occurs, or no period within `FEASIBILITY_YEARS` has an occurrence.
+
+    For refusing, at validation time, a rule that is valid but never occurs from the
+    task's own start. As cheap as `next_occurrence`; raises `RuleError` only for an
+    invalid rule or ``dtstart``.
+    """
+    compiled = parse_rule(rule)
+    aware(dtstart, "dtstart")
+    # Occurrences fall on whole seconds from dtstart (its microseconds dropped), so the
+    # first one strictly after the second before is the first at or after dtstart.
+    before = dtstart.replace(microsecond=0) - timedelta(seconds=1)
+    try:
+        return next_after(compiled, dtstart, before, compiled.count)
+    except NeverOccurs:
+        return None
 
 
 def next_after(
     rule: Rule, dtstart: datetime, after: datetime, count: int | None
 ) -> datetime | None:
     """First occurrence of ``rule`` from ``dtstart`` strictly after ``after``, or None;
-    ``count`` replaces the rule's COUNT (None: no COUNT)."""
+    ``count`` replaces the rule's COUNT (None: no COUNT). ``after`` must be aware (its
+    year is checked by the public callers)."""
     try:
         return _next_after(rule, dtstart, after, count)
     except RuleError:
@@ -259,7 +282,6 @@ def _next_after(
     rule: Rule, dtstart: datetime, after: datetime, count: int | None
 ) -> datetime | None:
     series = Series.of(rule, dtstart)
-    aware(after, "after")
     series.ensure_occurs()
     tz = series.tz
     instant = after.astimezone(UTC)
