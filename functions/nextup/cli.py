@@ -1,5 +1,6 @@
 """The `nextup` command: store administration, task listing, the event catalog, the local
-eventing runtime (`nextup dev`) and posting events (`nextup emit`)."""
+eventing runtime (`nextup dev`), posting events (`nextup emit`) and explaining recurrence
+rules (`nextup rrule explain`)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,25 @@ def _emit(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
+def _rrule_explain(args: argparse.Namespace) -> int:
+    """The rule in English, then its next occurrences (a RuleError exits 2 via `main`)."""
+    from datetime import UTC, datetime
+
+    from nextup.fields import zone
+    from nextup.recurrence.explain import explain, upcoming
+
+    tz = zone(args.tz)
+    if args.start:
+        start = datetime.fromisoformat(args.start)
+        start = start.replace(tzinfo=tz) if start.tzinfo is None else start.astimezone(tz)
+    else:
+        start = datetime.now(UTC).replace(second=0, microsecond=0).astimezone(tz)
+    print(explain(args.rule, start=start, tz=args.tz))
+    for when in upcoming(args.rule, start=start, count=args.count):
+        print(when.isoformat())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="nextup", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -185,6 +205,17 @@ def parser() -> argparse.ArgumentParser:
     event_commands = events.add_subparsers(dest="events_command", required=True)
     docs = event_commands.add_parser("docs", help="print docs/EVENTS.md")
     docs.set_defaults(run=_events_docs)
+
+    rrule = commands.add_parser("rrule", help="recurrence rules")
+    rrule_commands = rrule.add_subparsers(dest="rrule_command", required=True)
+    explain = rrule_commands.add_parser(
+        "explain", help="a rule (RRULE or phrase) in English and its next occurrences"
+    )
+    explain.add_argument("rule", help="e.g. 'FREQ=MONTHLY;BYDAY=2TU' or 'every 2nd tuesday'")
+    explain.add_argument("--start", help="series start, ISO 8601 (default: now, to the minute)")
+    explain.add_argument("--tz", default="UTC", help="IANA zone of the series (default UTC)")
+    explain.add_argument("--count", type=int, default=5, help="occurrences to list (default 5)")
+    explain.set_defaults(run=_rrule_explain)
 
     dev = commands.add_parser(
         "dev",
