@@ -75,7 +75,8 @@ def test_seed_shape_under_any_type():
         assert decoded.type == events.TASK_COMPLETED
         assert decoded.seed
         assert decoded.data.task_id == "42"
-        assert decoded.data.recurrence.rule == "monthly"
+        # A phrase is stored as the RRULE it means.
+        assert decoded.data.recurrence.rule == "FREQ=MONTHLY"
         # A bare end date runs through the end of that day.
         assert decoded.data.recurrence.until == datetime(2027, 6, 30, 23, 59, 59)
         assert decoded.data.title == "Pay rent"

@@ -1,5 +1,6 @@
 """The `nextup` command: store administration, task listing, the event catalog, the local
-eventing runtime (`nextup dev`) and posting events (`nextup emit`)."""
+eventing runtime (`nextup dev`), posting events (`nextup emit`) and explaining recurrence
+rules (`nextup rrule explain`)."""
 
 from __future__ import annotations
 
@@ -195,6 +196,25 @@ def _emit(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
+def _rrule_explain(args: argparse.Namespace) -> int:
+    """The rule in English, then its next occurrences (a RuleError exits 2 via `main`)."""
+    from datetime import UTC, datetime
+
+    from nextup.fields import zone
+    from nextup.recurrence.explain import explain, upcoming
+
+    tz = zone(args.tz)
+    if args.start:
+        start = datetime.fromisoformat(args.start)
+        start = start.replace(tzinfo=tz) if start.tzinfo is None else start.astimezone(tz)
+    else:
+        start = datetime.now(UTC).replace(second=0, microsecond=0).astimezone(tz)
+    print(explain(args.rule, start=start, tz=args.tz))
+    for when in upcoming(args.rule, start=start, count=args.count):
+        print(when.isoformat())
+    return 0
+
+
 class _Help(argparse.HelpFormatter):
     """Every option's default in --help (where it has one worth saying), and descriptions
     filled paragraph by paragraph."""
@@ -258,6 +278,19 @@ def parser() -> argparse.ArgumentParser:
     event_commands = _commands(events, "events commands")
     docs = event_commands.add_parser("docs", help="print docs/EVENTS.md", formatter_class=_Help)
     docs.set_defaults(run=_events_docs)
+
+    rrule = commands.add_parser("rrule", help="recurrence rules", formatter_class=_Help)
+    rrule_commands = _commands(rrule, "rrule commands")
+    explain = rrule_commands.add_parser(
+        "explain",
+        help="a rule (RRULE or phrase) in English and its next occurrences",
+        formatter_class=_Help,
+    )
+    explain.add_argument("rule", help="e.g. 'FREQ=MONTHLY;BYDAY=2TU' or 'every 2nd tuesday'")
+    explain.add_argument("--start", help="series start, ISO 8601 (default: now, to the minute)")
+    explain.add_argument("--tz", default="UTC", help="IANA zone of the series")
+    explain.add_argument("--count", type=int, default=5, help="occurrences to list")
+    explain.set_defaults(run=_rrule_explain)
 
     dev = commands.add_parser(
         "dev",

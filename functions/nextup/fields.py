@@ -21,7 +21,9 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
 from nextup.recurrence import Mode
@@ -114,12 +116,36 @@ class Model(BaseModel):
 
 
 class RecurrenceSpec(Model):
-    """An RFC 5545 RRULE (or friendly form) and how it repeats."""
+    """An RFC 5545 RRULE (or an English phrase, stored as the RRULE it means) and how it
+    repeats."""
 
     rule: Annotated[str, StringConstraints(min_length=1, max_length=MAX_RULE)]
     mode: Mode = Mode.SCHEDULE
     until: Timestamp | None = None
     count: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _phrase(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> RecurrenceSpec:
+        # "every! 3 days until 2027-06-30": the RRULE goes to `rule`, the mode and end to
+        # the fields the producer left out; a field it did set must agree with the phrase.
+        from nextup.recurrence import RuleError
+        from nextup.recurrence.phrases import translate
+
+        rule = data.get("rule") if isinstance(data, dict) else None
+        try:
+            phrase = translate(rule) if isinstance(rule, str) else None
+        except RuleError:
+            phrase = None  # `_valid_rule` reports it, at the rule's own field
+        if phrase is None:
+            return handler(data)
+        said = {"mode": phrase.mode, "until": phrase.until, "count": phrase.count}
+        filled = {k: v for k, v in said.items() if v is not None and data.get(k) is None}
+        spec = handler({**data, **filled, "rule": phrase.rule})
+        for name in said.keys() - filled.keys():
+            if phrase.differs(name, getattr(spec, name)):
+                raise ValueError(f"{name} {data[name]!r} contradicts the rule {rule!r}")
+        return spec
 
     @field_validator("rule")
     @classmethod
@@ -133,7 +159,7 @@ class RecurrenceSpec(Model):
     @classmethod
     def _date_until(cls, value: Any) -> Any:
         # A bare date means "through the end of that day", like the seed's recurring_end_date.
-        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
             value = date.fromisoformat(value)
         if isinstance(value, date) and not isinstance(value, datetime):
             return datetime.combine(value, time(23, 59, 59))

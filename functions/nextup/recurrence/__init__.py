@@ -3,11 +3,19 @@
 Public API::
 
     next_occurrence(rule, dtstart, after) -> datetime | None
+    first_after(rule, dtstart) -> datetime | None   # None: never occurs from dtstart
     parse_rule(rule) -> Rule          # validated, compiled, cached by text
     next_due(rule, *, series_start, due_at, completed_at, mode, until=None, count=None,
              index=0) -> datetime | None
+    translate(text) -> Phrase | None  # English phrase -> RRULE (None: already an RRULE)
+    explain(rule, *, start=None, tz=None) -> str     # a rule in English
+    upcoming(rule, *, start, count, after=None) -> list[datetime]
     Mode                              # SCHEDULE | COMPLETION
     RuleError                         # ValueError with a message fit for an API error
+
+Wherever a rule is taken, an English phrase is too (``every 2nd tuesday at 9:30``,
+``every! 3 days until 2027-06-30``): `phrases` is the one place that reads English, and
+`parse_rule` compiles a phrase as the RRULE it means.
 
 Semantics are python-dateutil's: for every rule accepted, ``next_occurrence`` returns the
 same instant as ``rrulestr(rule, dtstart=dtstart).after(after)`` (``after`` compared as
@@ -34,9 +42,16 @@ rule that can never occur, including those that only never occur from a given st
 (``FREQ=YEARLY;INTERVAL=4;BYMONTH=2;BYMONTHDAY=29`` from 2021). Sizes are bounded (see
 `limits`).
 
+Numbers are ASCII digits only: Arabic-Indic, fullwidth, superscript ... digits are
+refused, not read as numbers. Starts may carry any tzinfo, python-dateutil's (``gettz``,
+``tzutc``, ``tzoffset``, ``tzlocal``) included; caches key the unhashable ones by identity.
+
 How it is fast (the modules, in the order a call uses them):
 
-* `syntax` parses and validates the text; `feasibility` proves the rule can occur at all.
+* `phrases` turns an English phrase into RRULE text (`explain` turns rules back into
+  English and lists upcoming occurrences; neither is on the engine's path).
+* `syntax` parses and validates the text; `feasibility` proves the rule can occur at all
+  (`errors.NeverOccurs`, which `search.first_after` turns into "no occurrence").
 * `pattern` writes out every default dateutil would derive from DTSTART, so the series
   can be resumed from any later period in phase with its interval (`timeline` numbers
   the periods on the naive wall clock, as dateutil steps).
@@ -59,11 +74,25 @@ from nextup.recurrence.mode import Mode
 
 if TYPE_CHECKING:
     from nextup.recurrence.due import next_due
+    from nextup.recurrence.explain import explain, upcoming
     from nextup.recurrence.model import Rule
-    from nextup.recurrence.search import next_occurrence
+    from nextup.recurrence.phrases import Phrase, translate
+    from nextup.recurrence.search import first_after, next_occurrence
     from nextup.recurrence.syntax import parse_rule
 
-__all__ = ["Mode", "Rule", "RuleError", "next_due", "next_occurrence", "parse_rule"]
+__all__ = [
+    "Mode",
+    "Phrase",
+    "Rule",
+    "RuleError",
+    "explain",
+    "first_after",
+    "next_due",
+    "next_occurrence",
+    "parse_rule",
+    "translate",
+    "upcoming",
+]
 
 # The engine costs ~40-90 ms to import: every function imports this package for `Mode`
 # and `RuleError`, only the ones that parse or compute a rule pay for the rest, on first use.
@@ -71,7 +100,12 @@ _LAZY = {
     "next_due": "nextup.recurrence.due",
     "Rule": "nextup.recurrence.model",
     "next_occurrence": "nextup.recurrence.search",
+    "first_after": "nextup.recurrence.search",
     "parse_rule": "nextup.recurrence.syntax",
+    "Phrase": "nextup.recurrence.phrases",
+    "translate": "nextup.recurrence.phrases",
+    "explain": "nextup.recurrence.explain",
+    "upcoming": "nextup.recurrence.explain",
 }
 
 

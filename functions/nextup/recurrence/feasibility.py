@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from nextup.recurrence.calendar_plans import YearPlans
-from nextup.recurrence.errors import RuleError
+from nextup.recurrence.errors import NeverOccurs
 from nextup.recurrence.expand import month_count, year_doys
 from nextup.recurrence.model import WEEKDAY_NAMES, Freq, Rule
 from nextup.recurrence.pattern import pattern_for
@@ -31,11 +31,11 @@ def check_rule(rule: Rule) -> None:
     if _ever(rule):
         return
     if rule.bysetpos is not None and _ever(replace(rule, bysetpos=None, patterns={})):
-        raise RuleError(
+        raise NeverOccurs(
             f"rule can never occur: no period has as many occurrences as "
             f"BYSETPOS={','.join(map(str, rule.bysetpos))} asks for"
         )
-    raise RuleError(f"rule can never occur: no date matches {' with '.join(_day_parts(rule))}")
+    raise NeverOccurs(f"rule can never occur: no date matches {' with '.join(_day_parts(rule))}")
 
 
 def _ever(rule: Rule) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from math import gcd
 
-from nextup.recurrence.errors import RuleError
+from nextup.recurrence.errors import NeverOccurs
 from nextup.recurrence.model import Freq, Rule
 
 _PATTERNS_PER_RULE = 256
@@ -167,7 +167,7 @@ def _reachable(
     g = gcd(step, base)
     kept = tuple(v for v in values if (v - start) % g == 0)
     if not kept:
-        raise RuleError(
+        raise NeverOccurs(
             f"rule can never occur from this start: stepping {step} {unit}s at a time from "
             f"{unit} {start} never reaches {name}={','.join(map(str, values))}",
             field="rule",

@@ -20,6 +20,7 @@ wall-clock order, strictly after ``after``. EXDATE/RDATE are merged by dateutil'
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
@@ -29,7 +30,7 @@ from dateutil.rrule import rruleset
 from nextup.recurrence import syntax
 from nextup.recurrence.daymath import jan1
 from nextup.recurrence.engines import Engine, engine_for
-from nextup.recurrence.errors import RuleError
+from nextup.recurrence.errors import NeverOccurs, RuleError
 from nextup.recurrence.expand import first_period_count, occurrences, remember
 from nextup.recurrence.limits import FEASIBILITY_YEARS, LAST_YEAR, MAX_YEAR, MIN_YEAR
 from nextup.recurrence.model import Freq, Rule, zone
@@ -104,16 +105,46 @@ def wall_window(instant: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
     return lo.replace(tzinfo=tz), max(wall, utc_wall + max(offsets)).replace(tzinfo=tz)
 
 
-_steady_cache: dict[tuple[tzinfo, int], bool] = {}
+class _SameZone:
+    """A cache key for a tzinfo that cannot be hashed (python-dateutil's ``tzfile``,
+    ``tzutc``, ``tzoffset``, ``tzlocal`` define ``__eq__`` without ``__hash__``): equal only
+    to the very same object. It holds the zone, so the id cannot be reused by another
+    object while the key sits in a cache."""
+
+    __slots__ = ("tz",)
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+
+    def __hash__(self) -> int:
+        return id(self.tz)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SameZone) and other.tz is self.tz
+
+
+def zone_key(tz: tzinfo) -> Hashable:
+    """``tz`` itself where it hashes (zoneinfo, datetime.timezone), else a key by identity:
+    dateutil's ``gettz`` and ``tzoffset`` hand out one instance per zone, so identity
+    still finds the cached series; a zone built afresh each call merely misses."""
+    try:
+        hash(tz)
+    except TypeError:
+        return _SameZone(tz)
+    return tz
+
+
+_steady_cache: dict[tuple[Hashable, int], bool] = {}
 
 
 def _steady(instant: datetime, tz: tzinfo) -> bool:
     """Whether ``tz`` keeps one UTC offset from two days before ``instant`` to two days
     after (answered per hour of UTC time, cached)."""
-    key = (tz, int(instant.timestamp()) // 3600)
+    hour_index = int(instant.timestamp()) // 3600
+    key = (zone_key(tz), hour_index)
     found = _steady_cache.get(key)
     if found is None:
-        hour = datetime.fromtimestamp(key[1] * 3600, UTC)
+        hour = datetime.fromtimestamp(hour_index * 3600, UTC)
         offsets = {(hour + d).astimezone(tz).utcoffset() for d in _PROBES}
         found = len(offsets) == 1
         if len(_steady_cache) >= _CACHE_LIMIT:
@@ -137,7 +168,7 @@ class Series:
     @classmethod
     def of(cls, rule: Rule, dtstart: datetime) -> Series:
         tz = aware(dtstart, "dtstart")
-        key = (rule, dtstart, tz)
+        key = (rule, dtstart, zone_key(tz))
         found = _series_cache.get(key)
         if found is None:
             start = dtstart.replace(microsecond=0) if dtstart.microsecond else dtstart
@@ -169,7 +200,7 @@ class Series:
             horizon = self.limit(self.start.year + FEASIBILITY_YEARS)
             if self.first_count() or self.engine.next_nonempty(self.p0 + 1, horizon) is not None:
                 return True
-            raise RuleError(
+            raise NeverOccurs(
                 f"rule can never occur from a start at {self.start:%Y-%m-%d %H:%M:%S}: "
                 f"{self.rule.rrule_text()} has no occurrence within {FEASIBILITY_YEARS} years"
             )
@@ -184,9 +215,9 @@ def _limit(freq: Freq, wkst: int, year: int) -> int:
     return first_period_of_year(freq, wkst, year)
 
 
-# Recently used series, by (rule, dtstart, tzinfo): a series' pattern, engine and first
+# Recently used series, by (rule, dtstart, zone key): a series' pattern, engine and first
 # period are reused by every call about it.
-_series_cache: dict[tuple[Rule, datetime, tzinfo], Series] = {}
+_series_cache: dict[tuple[Rule, datetime, Hashable], Series] = {}
 
 
 def clear_caches() -> None:
@@ -207,14 +238,37 @@ def next_occurrence(rule: str, dtstart: datetime, after: datetime) -> datetime |
     Raises `RuleError` for an invalid rule, or one that can never occur from ``dtstart``.
     """
     compiled = parse_rule(rule)
+    aware(dtstart, "dtstart")
+    aware(after, "after")
     return next_after(compiled, dtstart, after, compiled.count)
+
+
+def first_after(rule: str, dtstart: datetime) -> datetime | None:
+    """The first occurrence of ``rule`` started at ``dtstart`` (at or after dtstart), or
+    None when, from this start, it has none: the series ends (UNTIL, COUNT with EXDATE)
+    before it first occurs, or no period within `FEASIBILITY_YEARS` has an occurrence.
+
+    For refusing, at validation time, a rule that is valid but never occurs from the
+    task's own start. As cheap as `next_occurrence`; raises `RuleError` only for an
+    invalid rule or ``dtstart``.
+    """
+    compiled = parse_rule(rule)
+    aware(dtstart, "dtstart")
+    # Occurrences fall on whole seconds from dtstart (its microseconds dropped), so the
+    # first one strictly after the second before is the first at or after dtstart.
+    before = dtstart.replace(microsecond=0) - timedelta(seconds=1)
+    try:
+        return next_after(compiled, dtstart, before, compiled.count)
+    except NeverOccurs:
+        return None
 
 
 def next_after(
     rule: Rule, dtstart: datetime, after: datetime, count: int | None
 ) -> datetime | None:
     """First occurrence of ``rule`` from ``dtstart`` strictly after ``after``, or None;
-    ``count`` replaces the rule's COUNT (None: no COUNT)."""
+    ``count`` replaces the rule's COUNT (None: no COUNT). ``after`` must be aware (its
+    year is checked by the public callers)."""
     try:
         return _next_after(rule, dtstart, after, count)
     except RuleError:
@@ -228,7 +282,6 @@ def _next_after(
     rule: Rule, dtstart: datetime, after: datetime, count: int | None
 ) -> datetime | None:
     series = Series.of(rule, dtstart)
-    aware(after, "after")
     series.ensure_occurs()
     tz = series.tz
     instant = after.astimezone(UTC)

@@ -1,4 +1,4 @@
-"""Rule text to a validated `Rule`: RRULE lines, EXDATE/RDATE lines and friendly forms.
+"""Rule text to a validated `Rule`: RRULE lines, EXDATE/RDATE lines, or a phrase (`phrases`).
 
 Parsing is strict and bounded: every part is checked for syntax, range and the RFC 5545
 combination rules, and anything python-dateutil would accept but treat surprisingly
@@ -14,7 +14,7 @@ from functools import lru_cache
 from math import prod
 from zoneinfo import ZoneInfoNotFoundError
 
-from nextup.recurrence.errors import RuleError
+from nextup.recurrence.errors import RuleError, require_ascii_digits
 from nextup.recurrence.feasibility import check_rule
 from nextup.recurrence.limits import (
     MAX_COUNT,
@@ -27,41 +27,16 @@ from nextup.recurrence.limits import (
     MIN_DATE_VALUE_YEAR,
 )
 from nextup.recurrence.model import WEEKDAY_NAMES, DateValue, Freq, Rule, zone
+from nextup.recurrence.phrases import translate
 
 _WEEKDAYS = {name: i for i, name in enumerate(WEEKDAY_NAMES)}
 
-_FRIENDLY = {
-    "daily": "FREQ=DAILY",
-    "every day": "FREQ=DAILY",
-    "weekly": "FREQ=WEEKLY",
-    "every week": "FREQ=WEEKLY",
-    "weekdays": "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
-    "every weekday": "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
-    "monthly": "FREQ=MONTHLY",
-    "every month": "FREQ=MONTHLY",
-    "yearly": "FREQ=YEARLY",
-    "annually": "FREQ=YEARLY",
-    "every year": "FREQ=YEARLY",
-    "biweekly": "FREQ=WEEKLY;INTERVAL=2",
-    "fortnightly": "FREQ=WEEKLY;INTERVAL=2",
-    "hourly": "FREQ=HOURLY",
-    "every hour": "FREQ=HOURLY",
-}
-_EVERY_N = re.compile(r"every (\d{1,9}) (minute|hour|day|week|month|year)s?")
-_UNIT_FREQ = {
-    "minute": "MINUTELY",
-    "hour": "HOURLY",
-    "day": "DAILY",
-    "week": "WEEKLY",
-    "month": "MONTHLY",
-    "year": "YEARLY",
-}
-
-_DATE_VALUE = re.compile(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})(Z)?)?")
-_INTEGER = re.compile(r"[+-]?\d{1,4}")
-_POSITIVE = re.compile(r"\+?\d{1,9}")
+# [0-9], not \d: \d (like int()) also reads other scripts' digits.
+_DATE_VALUE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})(?:T([0-9]{2})([0-9]{2})([0-9]{2})(Z)?)?")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,4}")
+_POSITIVE = re.compile(r"\+?[0-9]{1,9}")
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]{1,32}(?:/[A-Za-z0-9_+-]{1,32}){0,3}")
-_BYDAY = re.compile(r"([+-]?\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)")
+_BYDAY = re.compile(r"([+-]?[0-9]{1,2})?(MO|TU|WE|TH|FR|SA|SU)")
 
 # (lowest, highest, negatives allowed) per integer-list part.
 _INT_PARTS = {
@@ -83,8 +58,9 @@ def parse_rule(rule: str) -> Rule:
     """Validate rule text and compile it; raises `RuleError`. Cached by text.
 
     Accepts an RRULE with or without the ``RRULE:`` prefix, optionally followed by
-    EXDATE/RDATE lines, or a friendly form (``daily``, ``weekdays``, ``every 3 weeks`` ...),
-    case-insensitively. Checks that need no start date, including whether the rule can
+    EXDATE/RDATE lines, or an English phrase (``daily``, ``every 2nd tuesday at 9:30``,
+    ``every 3 days until 2027-06-30``: see `phrases`), compiled as the RRULE it means with
+    its end written in. Checks that need no start date, including whether the rule can
     ever occur, are done here; the rest happens when a start date is known.
     """
     if not isinstance(rule, str):
@@ -99,24 +75,12 @@ def _compile(rule: str) -> Rule:
     text = rule.strip()
     if not text:
         raise RuleError("rule is empty")
-    if "=" not in text and ":" not in text:
-        text = _friendly(text)
+    phrase = translate(text)
+    if phrase is not None:  # English: compile the RRULE it means (the mode has none)
+        text = phrase.full_rule
     compiled = _parse_lines(text)
     check_rule(compiled)
     return compiled
-
-
-def _friendly(text: str) -> str:
-    words = " ".join(text.lower().split())
-    if words in _FRIENDLY:
-        return _FRIENDLY[words]
-    match = _EVERY_N.fullmatch(words)
-    if match:
-        return f"FREQ={_UNIT_FREQ[match[2]]};INTERVAL={int(match[1])}"
-    raise RuleError(
-        f"unrecognised rule {text!r}: give an RRULE such as FREQ=WEEKLY;BYDAY=MO "
-        "or a form such as 'daily', 'weekdays' or 'every 2 weeks'"
-    )
 
 
 def _unfold(text: str) -> list[str]:
@@ -209,6 +173,7 @@ def _split_parts(body: str) -> dict[str, str]:
             raise RuleError(f"{name} appears more than once")
         if not value:
             raise RuleError(f"{name} has no value")
+        require_ascii_digits(value, name)
         parts[name] = value
     return parts
 
@@ -294,6 +259,7 @@ def _date_list(name: str, params: list[str], value: str) -> list[DateValue]:
             continue  # the value's own shape says which it is
         else:
             raise RuleError(f"unsupported {name} parameter {param.strip()!r}")
+    require_ascii_digits(value, name)
     items = value.split(",")
     if len(items) > MAX_DATES:
         raise RuleError(f"at most {MAX_DATES} EXDATE and RDATE values are allowed")
