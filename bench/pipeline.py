@@ -409,7 +409,7 @@ def render(results: dict) -> str:
                 _cell(s["p99_ms"]),
                 _cell(s["max_ms"]),
                 f"{_cell(s['accept_p50_ms'])} / {_cell(s['accept_p99_ms'])}",
-                f"{s['retried']}/{s['dead']}/{s['dropped']}",
+                f"{s['retried']}/{s['dead_lettered']}/{s['dropped']}",
             ]
         )
     lines += report.table(

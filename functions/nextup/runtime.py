@@ -129,7 +129,7 @@ def digest(decoded: Decoded) -> str:
 
 
 def _stored(event: CloudEvent) -> dict[str, Any]:
-    return {"attributes": event.get_attributes(), "data": event.data}
+    return {"attributes": dict(event.get_attributes()), "data": event.data}
 
 
 def _event_response(event: CloudEvent) -> Response:
@@ -303,10 +303,10 @@ class App:
             response = self.answer(ctx.event, decision.outcome, decision.events, decision.detail)
             new_receipt = self.receipt(ctx, fingerprint, response, decision.events, receipt)
             try:
-                await services.db(store.commit, [*decision.changes, new_receipt])
+                *_, stored = await services.db(store.commit, [*decision.changes, new_receipt])
             except CommitConflict:
                 continue
-            await self.send(decision.events)
+            await self.sent(stored)
             return response, decision.outcome
         raise Unavailable("the event's state keeps changing: try again", field="store")
 
@@ -331,6 +331,7 @@ class App:
         if result.unavailable is not None:
             raise result.unavailable  # what could be done is done; the rest waits for it
         new_receipt = self.receipt(ctx, fingerprint, response, result.events, receipt)
+        new_receipt = new_receipt.model_copy(update={"unsent": False})  # sent above
         with contextlib.suppress(CommitConflict):  # a concurrent delivery kept its own
             await services.db(store.commit, [new_receipt])
         return response, result.outcome
@@ -372,18 +373,33 @@ class App:
             elif settings.dapr_http_port:
                 await services.publish(emitted, self.dapr_topic(emitted["type"]))
 
+    async def sent(self, receipt: Any) -> None:
+        """Send a receipt's events that are not known to be out, then say they are (one
+        more write, only when they go by K_SINK or Dapr: a reply goes out with the
+        answer, and a redelivery gets it again from the receipt)."""
+        from nextup.store import CommitConflict
+
+        if not receipt.unsent:
+            return
+        await self.send([CloudEvent(e["attributes"], e["data"]) for e in receipt.events])
+        with contextlib.suppress(CommitConflict):  # a redelivery marked them meanwhile
+            await self.services.db(
+                self.services.store.commit, [receipt.model_copy(update={"unsent": False})]
+            )
+
     async def replay(self, receipt: Any, fingerprint: str) -> Response:
-        """The first delivery's answer to a redelivery, its events sent again."""
+        """The first delivery's answer to a redelivery, sending its events if the first
+        could not."""
         if receipt.digest and receipt.digest != fingerprint:
             raise UnprocessableContent(
                 "this event's source and id were used before for another event: "
                 "nothing was done (CloudEvents source + id must be unique)",
                 field="id",
             )
-        events = [CloudEvent(e["attributes"], e["data"]) for e in receipt.events]
-        await self.send(events)
-        if receipt.status == 200 and events:
-            return _event_response(events[0])
+        await self.sent(receipt)
+        if receipt.status == 200 and receipt.events:
+            event = receipt.events[0]
+            return _event_response(CloudEvent(event["attributes"], event["data"]))
         return _json(receipt.body or {}, receipt.status)
 
     def receipt(
@@ -399,12 +415,14 @@ class App:
         from nextup.store import Receipt
 
         body = None if response.status_code == 200 else json.loads(response.body)
+        settings = self.services.settings
         return Receipt(
             key=ctx.key,
             digest=fingerprint,
             status=response.status_code,
             body=body,
             events=[_stored(e) for e in events],
+            unsent=bool(events) and bool(settings.sink or settings.dapr_http_port),
             created_at=ctx.now,
             expires_at=ctx.now + self.services.settings.receipt_ttl,
             version=previous.version if previous is not None else 0,

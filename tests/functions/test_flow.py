@@ -157,7 +157,7 @@ def test_structured_mode_and_seed_shape(stack, user):
     headers, body = structured_event("com.dapr.event.sent", seed, id_=f"{user}-seed")
     request = reply_of(stack.post("complete-task", headers, body, path="/api/events/task-events"))
     assert request.data["task_id"] == str(seed["task_id"])
-    assert request.data["recurrence"]["rule"] == "monthly"
+    assert request.data["recurrence"]["rule"] == "FREQ=MONTHLY"  # the phrase, as its RRULE
     scheduled = reply_of(
         stack.post(
             "schedule-next",

@@ -116,13 +116,14 @@ class Ingress:
         return Response(status_code=202)
 
     def _kind(self, request: Request, broker: Broker, record: binding.Record) -> str:
-        """posted, tick or emitted (who sent it); unrouted when no Trigger will get it."""
-        attributes = binding.attributes(record.headers)
-        if not any(t.filter(attributes) for t in self.triggers[broker.path]):
-            return "unrouted"
+        """tick or emitted (which runtime part sent it), else posted; a posted event no
+        Trigger will get is unrouted (what functions emit for the todo app is not)."""
         origin = request.query_params.get("from", "")
         if origin.startswith("pingsource:"):
             return "tick"
         if origin.startswith("function:"):
             return "emitted"
+        attributes = binding.attributes(record.headers)
+        if not any(t.filter(attributes) for t in self.triggers[broker.path]):
+            return "unrouted"
         return "posted"

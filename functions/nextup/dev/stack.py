@@ -34,6 +34,7 @@ from nextup.dev.manifests import Destination, Eventing, PingSource
 from nextup.dev.processes import ManagedProcess, tcp_ready
 from nextup.dev.status import TRIGGER_COUNTS, Board, Flow, Sampler, Tally, describe
 from nextup.envelope import CloudEvent
+from nextup.events import REMINDER_FAILED, REMINDER_SENT
 
 STATE_FILE = "dev.json"
 log = logging.getLogger("nextup.dev")
@@ -58,6 +59,7 @@ ALWAYS_SHOWN = {
     "error",
     "tick",
     "failed",
+    "sent",
 }
 NEVER_SHOWN = {"matched", "ready"}
 # One line per event for these only while they come slowly (a first session reads them);
@@ -132,6 +134,18 @@ def bind(port: int, what: str) -> socket.socket:
     return sock
 
 
+def reminder_news(event: CloudEvent) -> Flow | None:
+    """What a person wants to see of a reminder's announcement: a webhook it reached (a
+    mail shows as the mailbox keeping it), or why it failed for good."""
+    data = event.data if isinstance(event.data, dict) else {}
+    where = f"task {data.get('task_id')} of {data.get('user_id')}"
+    if event["type"] == REMINDER_FAILED:
+        return Flow("failed", detail=f"reminder of {where}: {data.get('error')}")
+    if event["type"] == REMINDER_SENT and data.get("channel") == "webhook":
+        return Flow("sent", detail=f"reminder of {where} by webhook")
+    return None
+
+
 class DevStack:
     def __init__(self, options: Options, out: TextIO = sys.stdout) -> None:
         self.options = options
@@ -187,6 +201,9 @@ class DevStack:
         always = kind in ALWAYS_SHOWN
         if always or self._sampler.allow():
             self.show(describe(flow), on_terminal=always or not self.options.quiet)
+        news = reminder_news(event)
+        if news is not None:
+            self.on_flow(news)
 
     def display(self, flow: Flow) -> None:
         if flow.kind == "ready":

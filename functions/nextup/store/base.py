@@ -83,14 +83,16 @@ class Receipt(Model):
 
     `digest` fingerprints what the event asked for (its type and validated data), so a
     second event reusing a `source` + `id` for something else is told apart from a
-    redelivery. `events` are what it emitted, to send again if a redelivery finds them
-    not sent (the receipt is committed before they go out)."""
+    redelivery. `events` are what it emitted; `unsent` while they are not known to have
+    reached the sink (the receipt is committed before they go out), so a redelivery sends
+    them again and nothing emitted is lost to a crash or a sink that was down."""
 
     key: str
     digest: str = ""
     status: int
     body: dict[str, Any] | None = None
     events: list[dict[str, Any]] = Field(default_factory=list)
+    unsent: bool = False
     created_at: datetime
     expires_at: datetime
     version: int = Field(default=0, ge=0)
