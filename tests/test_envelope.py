@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nextup.envelope import (
     MAX_BODY,
@@ -18,6 +20,8 @@ from nextup.envelope import (
 from nextup.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 DATA = {"user_id": "u1", "task_id": "t1"}
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+OTHER_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def binary_headers(**overrides: str) -> dict[str, str]:
@@ -47,11 +51,12 @@ def structured_body(**overrides) -> bytes:
 
 def test_binary_mode():
     event = parse_http(
-        binary_headers(**{"ce-traceparent": "00-ab-cd-01"}), json.dumps(DATA).encode()
+        binary_headers(**{"ce-traceparent": TRACE}),
+        json.dumps(DATA).encode(),
     )
     assert event["id"] == "e1"
     assert event["type"] == "todo.task.completed"
-    assert event["traceparent"] == "00-ab-cd-01"
+    assert event["traceparent"] == TRACE
     assert event.data == DATA
 
 
@@ -140,7 +145,10 @@ def test_event_key_is_source_plus_id():
 
 
 def test_emitted_event_round_trips_in_both_modes_and_keeps_trace_context():
-    cause = parse_http(binary_headers(**{"ce-traceparent": "00-trace-span-01"}), b"{}")
+    cause = parse_http(
+        binary_headers(**{"ce-traceparent": OTHER_TRACE}),
+        b"{}",
+    )
     reply = make_event(
         "todo.occurrence.requested",
         "/nextup/complete-task",
@@ -151,8 +159,66 @@ def test_emitted_event_round_trips_in_both_modes_and_keeps_trace_context():
     )
     headers, body = to_binary(reply)
     again = parse_http(headers, body)
-    assert again["traceparent"] == "00-trace-span-01"
+    assert again["traceparent"] == OTHER_TRACE
     assert again["partitionkey"] == "u1"
     assert again.data == {"a": "ü"}
     headers, body = to_structured(reply)
     assert parse_http(headers, body)["id"] == "r1"
+
+
+def structured(**attributes) -> tuple[dict[str, str], bytes]:
+    envelope = {"specversion": "1.0", "id": "e1", "source": "/todo", "type": "t", **attributes}
+    return {"content-type": "application/cloudevents+json"}, json.dumps(envelope).encode()
+
+
+@pytest.mark.parametrize("name", ["id", "source", "type", "subject", "anyext"])
+@pytest.mark.parametrize("bad", ["\ud800", "a\udfffb", "\udc80" * 3])
+def test_an_attribute_no_encoding_can_carry_is_a_400_naming_it(name: str, bad: str) -> None:
+    """JSON can spell lone surrogates; nothing downstream (keys, logs, headers) can."""
+    with pytest.raises(BadRequest) as refused:
+        parse_http(*structured(**{name: bad}))
+    assert refused.value.field == name and "Unicode" in refused.value.error
+
+
+@given(text=st.text(min_size=1, max_size=40))
+@settings(max_examples=200)
+def test_whatever_text_an_accepted_event_carries_can_be_hashed_logged_and_sent(text) -> None:
+    """Property: every attribute of an event that parses can be encoded for what is done
+    with it (its dedup key, a JSON log line, the headers of a reply in binary mode)."""
+    try:
+        event = parse_http(*structured(source=text, subject=text, traceparent=text))
+    except BadRequest:
+        return
+    event_key(event)
+    json.dumps(dict(event.get_attributes()), ensure_ascii=False).encode()
+    reply = make_event("r", "/nextup/test", {}, id_="r1", cause=event)
+    headers, _ = to_binary(reply)
+    for value in headers.values():
+        value.encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0ü",
+        "ü",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+    ],
+)
+def test_trace_context_that_is_not_w3c_is_dropped_not_carried(traceparent: str) -> None:
+    event = parse_http(*structured(traceparent=traceparent, tracestate="vendor=1"))
+    assert event.get("traceparent") is None and event.get("tracestate") is None
+    reply = make_event("r", "/nextup/test", {}, id_="r1", cause=event)
+    assert "ce-traceparent" not in to_binary(reply)[0]
+
+
+def test_valid_trace_context_travels_on_and_a_bad_tracestate_alone_is_dropped() -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    event = parse_http(*structured(traceparent=parent, tracestate="vendor=ü"))
+    assert event.get("traceparent") == parent and event.get("tracestate") is None
+    reply = make_event("r", "/nextup/test", {}, id_="r1", cause=event)
+    assert to_binary(reply)[0]["ce-traceparent"] == parent

@@ -92,6 +92,10 @@ def _check_attributes(attributes: Mapping[str, Any]) -> None:
             raise BadRequest(
                 f"CloudEvent attribute {name!r} contains control characters", field=name
             )
+        if isinstance(value, str) and not _encodable(value):
+            # A lone surrogate (JSON allows "\ud800"): no key, log line or header can
+            # carry it, so it is refused before anything is done with the event.
+            raise BadRequest(f"CloudEvent attribute {name!r} is not valid Unicode text", field=name)
         if name not in (
             "specversion",
             "id",
@@ -117,6 +121,37 @@ def _check_attributes(attributes: Mapping[str, Any]) -> None:
             ) from None
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# W3C Trace Context: `version-traceid-parentid-flags`, lower-case hex, ids not all zero.
+_TRACEPARENT = re.compile(
+    r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}"
+)
+# tracestate: list members of printable ASCII, at most 512 characters in all.
+_TRACESTATE = re.compile(r"[\x20-\x7e]{0,512}")
+
+
+def _trace_context(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Trace context is carried into every event emitted in reply (and into HTTP headers,
+    which hold Latin-1 at most): one that is not valid W3C Trace Context is dropped, as
+    the W3C spec tells a receiver to, before anything is done with the event."""
+    parent = attributes.get("traceparent")
+    if parent is None:
+        return attributes
+    state = attributes.get("tracestate")
+    if not isinstance(parent, str) or not _TRACEPARENT.fullmatch(parent):
+        return {k: v for k, v in attributes.items() if k not in TRACE_ATTRIBUTES}
+    if state is not None and (not isinstance(state, str) or not _TRACESTATE.fullmatch(state)):
+        return {k: v for k, v in attributes.items() if k != "tracestate"}
+    return attributes
+
+
 def _json_data(body: bytes | str) -> Any:
     try:
         return json.loads(body)
@@ -134,7 +169,7 @@ def _binary(lowered: dict[str, str], body: bytes) -> CloudEvent:
         attributes["datacontenttype"] = content_type
     # Non-JSON data is kept as bytes; `events.decode` refuses it where an object is needed.
     data = (_json_data(body) if _json_media(content_type) else body) if body else None
-    return CloudEvent(attributes, data)
+    return CloudEvent(_trace_context(attributes), data)
 
 
 def _structured(media: str, body: bytes) -> CloudEvent:
@@ -162,7 +197,7 @@ def _structured(media: str, body: bytes) -> CloudEvent:
             raise BadRequest("data_base64 is not valid base64", field="data_base64") from None
         if _json_media(envelope.get("datacontenttype")):
             data = _json_data(data)
-    return CloudEvent(attributes, data)
+    return CloudEvent(_trace_context(attributes), data)
 
 
 def parse_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:

@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # imported where used: a cold start pays only for what its ev
 
 T = TypeVar("T")
 CHECK_TIMEOUT = 2.0
+# How long a dependency's check answers for it: probes from kubelet, OpenFaaS and the
+# health canary (and anyone who can reach /health/readiness) cost one real check each
+# this often at most, never one SMTP session per GET.
+CHECK_TTL = 5.0
 
 
 class Services:
@@ -42,6 +46,8 @@ class Services:
         self._store = None
         self._http: httpx.AsyncClient | None = None
         self._mailer: notify.Mailer | None = None
+        # Dependency -> (when it was checked, the check, or the check under way).
+        self._checked: dict[str, tuple[float, asyncio.Future[Check]]] = {}
 
     # Plumbing
 
@@ -269,7 +275,9 @@ class Services:
             ) from exc
 
     async def run_checks(self, dependencies: tuple[str, ...]) -> dict[str, Check]:
-        """Every probe at once, each within CHECK_TIMEOUT; a failure names its cause."""
+        """Every probe at once, each within CHECK_TIMEOUT; a failure names its cause. A
+        check answers for CHECK_TTL seconds, and probes arriving while one is under way
+        wait for it instead of starting their own."""
 
         async def one(probe: Callable[[], Awaitable[None]]) -> Check:
             start = time.perf_counter()
@@ -280,8 +288,16 @@ class Services:
                 return Check(ok=False, latency_ms=_ms(start), error=error[:300])
             return Check(ok=True, latency_ms=_ms(start))
 
+        def cached(name: str, probe: Callable[[], Awaitable[None]]) -> asyncio.Future[Check]:
+            now = time.monotonic()
+            known = self._checked.get(name)
+            if known is None or now - known[0] >= CHECK_TTL:
+                known = (now, asyncio.ensure_future(one(probe)))
+                self._checked[name] = known
+            return known[1]
+
         probes = self.checks(dependencies)
-        results = await asyncio.gather(*(one(p) for p in probes.values()))
+        results = await asyncio.gather(*(cached(n, p) for n, p in probes.items()))
         return dict(zip(probes, results, strict=True))
 
     async def close(self) -> None:

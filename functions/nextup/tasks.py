@@ -153,6 +153,24 @@ def update(task: Task, fields: TaskFields, *, event_key: str, at: datetime | Non
     return task.model_copy(update=changes)
 
 
+def check_series(task: Task) -> Task:
+    """The task, if its rule occurs at all from the task's own start; `NeverOccurs` (a
+    `RuleError`) when it never does (`FREQ=YEARLY;INTERVAL=4;BYYEARDAY=366` from 2025),
+    so such a task is refused when it is created, not when its first completion asks for
+    a next occurrence that cannot exist."""
+    if task.recurrence is None or task.series_start is None:
+        return task
+    from nextup.recurrence import first_after  # the engine: only where rules are
+    from nextup.recurrence.errors import NeverOccurs
+
+    if first_after(task.recurrence.rule, task.series_start) is None:
+        raise NeverOccurs(
+            f"{task.recurrence.rule!r} never occurs from the task's due_at "
+            f"{task.series_start.isoformat()}"
+        )
+    return task
+
+
 class Outcome(StrEnum):
     """What a transition did, which decides the reply and whether effects follow."""
 

@@ -88,6 +88,17 @@ def test_not_a_cloudevent(stack, user, function, headers, body, status, field):
         ({"recurrence": {"rule": "FREQ=DAILY;INTERVAL=0"}}, "data.recurrence.rule"),
         ({"recurrence": {"rule": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"}}, "data.recurrence.rule"),
         ({"recurrence": {"rule": "FREQ=SECONDLY"}}, "data.recurrence.rule"),
+        # Valid rules that never occur from this task's own due_at (2026-11-24).
+        ({"recurrence": {"rule": "FREQ=YEARLY;INTERVAL=4;BYYEARDAY=366"}}, "data.recurrence.rule"),
+        (
+            {"recurrence": {"rule": "FREQ=DAILY;INTERVAL=3659;BYMONTH=2;BYMONTHDAY=29"}},
+            "data.recurrence.rule",
+        ),
+        ({"recurrence": {"rule": "FREQ=WEEKLY;UNTIL=20261101T000000Z"}}, "data.recurrence.rule"),
+        ({"recurrence": {"rule": "every \u0663 days"}}, "data.recurrence.rule"),
+        ({"notify": {"email": "ann\u0000@example.com"}}, "data.notify.email"),
+        ({"notify": {"email": "\u00fc@example.com"}}, "data.notify.email"),
+        ({"notify": {"webhook": "http://example.com:99999/"}}, "data.notify.webhook"),
         ({"reminder": {"before": "yesterday"}}, "data.reminder.before"),
         ({"notify": {"email": "not-an-address"}}, "data.notify.email"),
     ],

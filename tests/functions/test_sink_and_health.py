@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,8 +13,9 @@ import httpx
 import pytest
 from functionset import backend_answer, start_stack
 
-from harness import cloud_event, wait_until
+from harness import MailServer, cloud_event, wait_until
 from nextup.envelope import parse_http
+from nextup.services import CHECK_TTL
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +138,52 @@ def test_readiness_names_the_dependency_that_is_down(stack):
             assert httpx.get(stack.url(name) + path).status_code == 200
     stack.mail.stop()
     try:
-        ready = httpx.get(stack.url("send-reminder") + "/health/readiness")
-        assert ready.status_code == 503
+
+        def down() -> httpx.Response | None:
+            answer = httpx.get(stack.url("send-reminder") + "/health/readiness")
+            return answer if answer.status_code == 503 else None
+
+        # Checks answer for a few seconds (CHECK_TTL): wait for the next real one.
+        ready = wait_until(down, 3 * CHECK_TTL, "readiness to see the SMTP server gone")
         checks = ready.json()["checks"]
         assert checks["smtp"]["ok"] is False and checks["smtp"]["error"]
         assert checks["store"]["ok"] is True
         assert httpx.get(stack.url("complete-task") + "/_/ready").status_code == 200
     finally:
         stack.mail.start()
+
+
+class CountingMail(MailServer):
+    """The SMTP server, counting NOOPs: what a readiness check of SMTP sends."""
+
+    noops = 0
+
+    async def handle_NOOP(self, server, session, envelope, arg):
+        CountingMail.noops += 1
+        return "250 OK"
+
+
+def test_readiness_probes_cost_one_smtp_check_per_interval_however_many(stack):
+    """A hundred GETs of readiness, most of them at once: a handful of SMTP checks, not a
+    hundred sessions (anyone who can reach the probe could otherwise flood the server)."""
+    port = stack.mail.port
+    stack.mail.stop()
+    stack.mail = CountingMail(port).start()
+    url = stack.url("send-reminder") + "/health/readiness"
+    wait_until(lambda: httpx.get(url).status_code == 200, 3 * CHECK_TTL, "SMTP checked again")
+    CountingMail.noops = 0
+
+    async def probe_many() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answers = await asyncio.gather(*(client.get(url) for _ in range(100)))
+        return [a.status_code for a in answers]
+
+    started = time.monotonic()
+    statuses = asyncio.run(probe_many())
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 100
+    # One check per CHECK_TTL at most (plus the one a probe just before the burst began).
+    assert CountingMail.noops <= 2 + int(elapsed / CHECK_TTL), CountingMail.noops
 
 
 def test_ping_tick_runs_the_canary(stack):

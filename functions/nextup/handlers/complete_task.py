@@ -12,6 +12,7 @@ from nextup.contract import Context, Decision, Prepared, Transaction
 from nextup.events import OCCURRENCE_REQUESTED, TaskCompleted
 from nextup.fields import localize
 from nextup.handlers.shared import (
+    checked,
     emitted,
     fields_of,
     has_task_fields,
@@ -32,13 +33,15 @@ def _as_it_stands(ctx: Context, data: TaskCompleted, task: Task | None) -> Task:
     if task is None:
         if not has_task_fields(data):
             raise not_known(data.task_id)
-        return tasks.register(data.user_id, data.task_id, fields_of(data), event_key=ctx.key, at=at)
+        return checked(
+            tasks.register(data.user_id, data.task_id, fields_of(data), event_key=ctx.key, at=at)
+        )
     if (
         task.status is TaskStatus.OPEN
         and has_task_fields(data)
         and not tasks.is_older(task, at=at, event_key=ctx.key)
     ):
-        return tasks.update(task, fields_of(data), event_key=ctx.key, at=at)
+        return checked(tasks.update(task, fields_of(data), event_key=ctx.key, at=at))
     return task
 
 

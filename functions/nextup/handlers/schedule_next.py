@@ -20,6 +20,7 @@ from nextup.contract import Context, Decision, Prepared, Transaction
 from nextup.errors import BadRequest
 from nextup.events import TASK_SCHEDULED, OccurrenceRequested, TaskEvent, TaskRef, TaskScheduled
 from nextup.handlers.shared import (
+    checked,
     emitted,
     fields_of,
     not_known,
@@ -72,13 +73,15 @@ def _created(ctx: Context) -> Prepared:
     def decide(found: list) -> Decision:
         task, reminder = found
         if task is None:
-            new = tasks.register(
-                data.user_id,
-                data.task_id,
-                fields_of(data),
-                event_key=ctx.key,
-                at=sent_at(ctx),
-                parent_task_id=data.parent_task_id,
+            new = checked(
+                tasks.register(
+                    data.user_id,
+                    data.task_id,
+                    fields_of(data),
+                    event_key=ctx.key,
+                    at=sent_at(ctx),
+                    parent_task_id=data.parent_task_id,
+                )
             )
             return _applied(Transition(new, Outcome.APPLIED), reminder, "registered")
         if task.created_by == ctx.key:

@@ -8,11 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nextup import reminders
+from nextup import reminders, tasks
 from nextup.contract import Context
 from nextup.envelope import CloudEvent, derived_id, event_time, make_event
 from nextup.errors import BadRequest, NotFound
 from nextup.fields import MAX_YEAR, MIN_YEAR, TaskFields
+from nextup.recurrence import RuleError
 from nextup.reminders import Reminder
 from nextup.store import reminder_ref, task_ref
 from nextup.tasks import Outcome, Task
@@ -47,6 +48,14 @@ def sent_at(ctx: Context) -> datetime:
             field="time",
         )
     return at
+
+
+def checked(task: Task) -> Task:
+    """`tasks.check_series` with its refusal as the 400 it is, naming the rule."""
+    try:
+        return tasks.check_series(task)
+    except RuleError as exc:
+        raise BadRequest(f"data.recurrence.rule: {exc}", field="data.recurrence.rule") from None
 
 
 def not_known(task_id: str) -> NotFound:
