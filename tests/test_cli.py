@@ -99,7 +99,7 @@ def test_a_listing_names_the_store_it_read_by_its_absolute_path(tmp_path):
         "tasks", "list", "--user", "u1", "--store", "sqlite:///rel/state.db", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"no tasks for user u1 in sqlite://{tmp_path}/rel/state.db"
+    assert done.stdout.strip() == f"no tasks for user u1 in sqlite:///{tmp_path}/rel/state.db"
 
 
 def test_help_shows_only_what_a_person_runs_and_every_default():

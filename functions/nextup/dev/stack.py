@@ -162,6 +162,7 @@ class DevStack:
         self.bootstrap = ""
         self.ingress_url = f"http://127.0.0.1:{options.port}"
         self.store_url = ""
+        self.store_name = ""
         self.kafka_process: ManagedProcess | None = None
         self.dispatcher: ManagedProcess | None = None
         self.functions: dict[str, FunctionInstance] = {}
@@ -199,7 +200,8 @@ class DevStack:
         flow = Flow(kind, None, event["type"], event["id"], detail=detail)
         self.board.record(flow)
         always = kind in ALWAYS_SHOWN
-        if always or self._sampler.allow():
+        # A tick gets its line from the PingSource, with the answer it got.
+        if kind != "tick" and (always or self._sampler.allow()):
             self.show(describe(flow), on_terminal=always or not self.options.quiet)
         news = reminder_news(event)
         if news is not None:
@@ -314,6 +316,7 @@ class DevStack:
             store = open_store(self.store_url)
             try:
                 store.init()
+                self.store_name = store.name  # absolute: the same store from anywhere
             finally:
                 store.close()
 
@@ -493,7 +496,8 @@ class DevStack:
                     detail = f"{source.name} -> {response.status_code}"
                 except httpx.TransportError as exc:
                     detail = f"{source.name} not sent: {type(exc).__name__}"
-                self.on_flow(
+                # Counted by the ingress that took it; shown here, with its answer.
+                self.display(
                     Flow("tick", None, manifests.PING_TYPE, headers["ce-id"], detail=detail)
                 )
 
@@ -551,7 +555,7 @@ class DevStack:
             f"  triggers        {len(eventing.triggers)}, a consumer group each "
             "(knative-trigger-<namespace>-<name>); GET /status for the counts",
             f"  ping sources    {pings or '-'}",
-            f"  store           {self.store_url}",
+            f"  store           {self.store_name}",
             f"  mail            {self.mail_dir}/  (SMTP {state['smtp']})",
             f"  dead letters    {self.dead_dir}/",
             f"  logs            {self.logs}/",

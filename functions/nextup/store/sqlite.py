@@ -100,7 +100,7 @@ class SqliteBackend:
 
     @property
     def name(self) -> str:
-        return f"sqlite://{self.path.as_posix()}"
+        return f"sqlite:///{self.path.as_posix()}"  # sqlite:/// + an absolute path
 
     # -- connections ---------------------------------------------------------------------
 
