@@ -5,14 +5,50 @@ HTTP sink, each optionally behind a fault proxy.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 from storedump import dump
 
-from harness import AWS_TEST_ENV, FunctionGroup, HttpRecorder, MailServer
+from harness import AWS_TEST_ENV, FunctionGroup, FunctionProcess, HttpRecorder, MailServer
+
+
+def together(calls: Iterable[Callable[[], object]]) -> None:
+    """Run the calls at once, a thread each; the first failure is raised once all ended."""
+    failures: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def start_together(processes: Iterable[FunctionProcess]) -> None:
+    """Start the processes at once; if one does not start, stop them all and raise."""
+    processes = list(processes)
+    try:
+        together(process.start for process in processes)
+    except BaseException:
+        stop_together(processes)
+        raise
+
+
+def stop_together(processes: Iterable[FunctionProcess]) -> None:
+    """Stop the processes at once (each takes a while to wind down)."""
+    together(process.stop for process in processes)
 
 
 def store_url_for(kind: str, tmp: Path) -> str:
@@ -44,8 +80,10 @@ class FunctionSet(FunctionGroup):
         sink_url: str | None = None,
         mail: MailServer | None = None,
         sink: HttpRecorder | None = None,
+        at_once: bool = False,
     ) -> FunctionSet:
-        """Start it; `store_endpoint`, `smtp_url` and `sink_url` put a proxy in between."""
+        """Start it; `store_endpoint`, `smtp_url` and `sink_url` put a proxy in between.
+        With `at_once` the functions start in parallel (see `stop_at_once`)."""
         store_url = store_url_for(kind, tmp)
         mail = mail or MailServer().start()
         sink = sink or HttpRecorder().start()
@@ -71,8 +109,25 @@ class FunctionSet(FunctionGroup):
             return function_env
 
         stack = cls(store_url, base, mail, sink)
-        stack.launch(names, env_for)
+        if not at_once:
+            stack.launch(names, env_for)
+            return stack
+        stack.launch((), env_for)  # the store, initialised
+        processes = {name: FunctionProcess(name, env_for(name)) for name in names}
+        try:
+            start_together(processes.values())
+        except BaseException:
+            stack.stop()
+            raise
+        stack.functions.update(processes)
         return stack
+
+    def stop_at_once(self) -> None:
+        """`stop`, with the functions and the sink's server stopped in parallel."""
+        together([*(f.stop for f in self.functions.values()), self.web.stop])
+        self.mail.stop()
+        if self.store is not None:
+            self.store.close()
 
     def dump(self) -> list[tuple]:
         return dump(self.store_url)
