@@ -190,6 +190,18 @@ class Recorded:
         return json.loads(self.body)
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server with a real listen queue (http.server's is 5: a burst of
+    connections would see some dropped), quiet about clients that hung up first."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class HttpRecorder:
     """A real HTTP server recording every request; `respond` decides each answer.
@@ -238,7 +250,7 @@ class HttpRecorder:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server = _Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
         scheme = "http"
         if self.tls is not None:
