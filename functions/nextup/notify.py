@@ -209,6 +209,9 @@ _UTF8_QP = _charset.Charset("utf-8")
 _UTF8_QP.body_encoding = _charset.QP
 
 
+_FOLD_AT = 66  # "Subject: " and a plain value within 76 characters
+
+
 def compose(sender: str, to: str, message: Message) -> bytes:
     """The mail as bytes, every header either ours or encoded by us.
 
@@ -233,7 +236,10 @@ def compose(sender: str, to: str, message: Message) -> bytes:
             raise ValueError(f"the {name} header must be printable ASCII")
         mail[name] = value
     subject = message.subject
-    plain_subject = subject.isascii() and "=?" not in subject
+    # A plain value is written as given, unfolded: one long word would make a line past
+    # SMTP's 998 octets (a server refuses the mail), so a long subject is encoded too,
+    # and `Header` splits it into encoded-words on lines of at most 76.
+    plain_subject = subject.isascii() and "=?" not in subject and len(subject) <= _FOLD_AT
     mail["Subject"] = subject if plain_subject else Header(subject, "utf-8", header_name="Subject")
     # CRLF line ends, as SMTP requires: smtplib sends bytes as they are, and servers that
     # guard against SMTP smuggling refuse a bare LF.
