@@ -267,15 +267,8 @@ class Store:
 
     def list_tasks(self, user_id: str, *, status: TaskStatus | str | None = None) -> list[Task]:
         """All of a user's tasks (optionally of one status): by due time, undated last."""
-        pk = layout.user_pk(user_id)
         wanted = None if status is None else TaskStatus(status)
-        tasks: list[Task] = []
-        cursor: str | None = None
-        while True:
-            items, cursor = self._backend.query(pk, layout.TASK, limit=LIST_PAGE, cursor=cursor)
-            tasks.extend(self._load(Task, item) for item in items)
-            if cursor is None:
-                break
+        tasks = self._all(Task, user_id, layout.TASK)
         if wanted is not None:
             tasks = [task for task in tasks if task.status is wanted]
         return sorted(tasks, key=_sort_key)
@@ -288,12 +281,16 @@ class Store:
 
     def list_reminders(self, user_id: str) -> list[Reminder]:
         """Every reminder of a user, by task id."""
+        return self._all(Reminder, user_id, layout.REMINDER)
+
+    def _all(self, model: type[M], user_id: str, prefix: str) -> list[M]:
+        """Every item of a kind in a user's partition, read page by page."""
         pk = layout.user_pk(user_id)
-        found: list[Reminder] = []
+        found: list[M] = []
         cursor: str | None = None
         while True:
-            items, cursor = self._backend.query(pk, layout.REMINDER, limit=LIST_PAGE, cursor=cursor)
-            found.extend(self._load(Reminder, item) for item in items)
+            items, cursor = self._backend.query(pk, prefix, limit=LIST_PAGE, cursor=cursor)
+            found.extend(self._load(model, item) for item in items)
             if cursor is None:
                 return found
 
