@@ -10,9 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the project metadata changes.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml local/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./local
 	touch $(STAMP)
 
 dev: $(STAMP)
@@ -22,8 +22,8 @@ dev: $(STAMP)
 # nothing may depend on the zone of the machine that runs it. Then the tests of what
 # differs across Pythons (e-mail headers, Unicode, time zones) on 3.12 and 3.13 too.
 test: $(STAMP)
-	$(BIN)/ruff check functions tests bench
-	$(BIN)/ruff format --check functions tests bench
+	$(BIN)/ruff check functions local tests bench
+	$(BIN)/ruff format --check functions local tests bench
 	TZ=Pacific/Chatham $(BIN)/pytest -n 2 --dist loadfile
 	$(MAKE) test-compat
 
@@ -48,8 +48,8 @@ test-compat:
 	done
 
 lint: $(STAMP)
-	$(BIN)/ruff check functions tests bench
-	$(BIN)/ruff format --check functions tests bench
+	$(BIN)/ruff check functions local tests bench
+	$(BIN)/ruff format --check functions local tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -12,14 +12,14 @@ import contextlib
 from pathlib import Path
 
 from bench.procs import children, kill_if_same, start_time
-from nextup.dev.child import INGRESS_PATH, DevChild
+from nextup_dev.child import INGRESS_PATH, DevChild
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 
 
 class DevStack(DevChild):
-    """`nextup.dev.child.DevChild` that knows its process trees (to measure their CPU) and
+    """`nextup_dev.child.DevChild` that knows its process trees (to measure their CPU) and
     makes sure none of them outlives the benchmark."""
 
     def __init__(self, workdir: Path, *args: str) -> None:

@@ -63,7 +63,7 @@ SCHEDULED = "todo.task.scheduled"
 async def ceiling(bootstrap: str, partitions: int, count: int) -> dict:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from nextup.dev.kafka import PRODUCER_SETTINGS, Topic, ensure_topics
+    from nextup_dev.kafka import PRODUCER_SETTINGS, Topic, ensure_topics
 
     topic = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, [Topic(topic, partitions)])

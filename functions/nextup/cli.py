@@ -120,7 +120,17 @@ def _dev(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from nextup.dev.stack import Options, default_eventing_dir, main
+    try:
+        from nextup_dev.stack import Options, default_eventing_dir, main
+    except ModuleNotFoundError as exc:
+        if exc.name != "nextup_dev":
+            raise
+        print(
+            "nextup dev is the local runtime, a distribution of its own: install it with "
+            "`pip install ./local` from a checkout of nextup (`make dev` does)",
+            file=sys.stderr,
+        )
+        return 2
 
     options = Options(
         port=args.port,

@@ -1,4 +1,4 @@
-"""`nextup dev` as a test peer (`nextup.dev.child`): the real command in its own process,
+"""`nextup dev` as a test peer (`nextup_dev.child`): the real command in its own process,
 on free ports, with its state (store, mail, dead letters, logs) under a temporary directory.
 
 Waiting is on conditions (`/healthz`, `/status`, files, the store) with deadlines; a stack
@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from harness import ROOT, wait_until
-from nextup.dev.child import DevChild
+from nextup_dev.child import DevChild
 
 
 def wait_for(predicate, timeout: float, message: str, every: float = 0.25):
@@ -85,7 +85,7 @@ def manifests(workdir: Path, *triggers: dict) -> Path:
 
 
 class DevStack(DevChild):
-    """`nextup.dev.child.DevChild` with what tests ask of it: posting events, waiting for
+    """`nextup_dev.child.DevChild` with what tests ask of it: posting events, waiting for
     the dispatch to drain, the dead letters and mail it wrote, and a stop that checks
     every process it started is gone."""
 

@@ -40,7 +40,7 @@ def socket_owner(client: tuple[str, int], server_port: int) -> int | None:
     target = f"socket:[{inode}]"
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if b"nextup.dev.dispatcher" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"nextup_dev.dispatcher" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 if os.readlink(f"/proc/{pid}/fd/{fd}") == target:

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from harness import ROOT
-from nextup.dev import binding, deadletters, delivery, filters, manifests, schedule
-from nextup.dev.manifests import Delivery, ManifestError
-from nextup.dev.offsets import PartitionOffsets
-from nextup.dev.status import Board, Flow, Tally, describe
 from nextup.envelope import make_event
 from nextup.functions import ALL
+from nextup_dev import binding, deadletters, delivery, filters, manifests, schedule
+from nextup_dev.manifests import Delivery, ManifestError
+from nextup_dev.offsets import PartitionOffsets
+from nextup_dev.status import Board, Flow, Tally, describe
 
 SCHEMAS = ROOT.parent / "shared" / "schemas" / "knative-v1.22"
 EVENTING = ROOT / "eventing" / "base"
@@ -441,7 +441,7 @@ def test_the_functions_never_import_the_local_runtime():
         "for name in ('complete-task', 'schedule-next', 'send-reminder', 'health'):\n"
         f"    runpy.run_path(r'{ROOT}/functions/' + name + '/main.py')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('aiokafka', 'aiosmtpd', 'yaml', 'croniter') or m.startswith('nextup.dev')))\n"
+        "('aiokafka', 'aiosmtpd', 'yaml', 'croniter') or m.startswith('nextup_dev')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

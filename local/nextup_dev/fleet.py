@@ -16,20 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nextup
-from nextup.dev.processes import ManagedProcess, http_ready
-from nextup.dev.status import Flow
+from nextup_dev.processes import ManagedProcess, http_ready
+from nextup_dev.status import Flow
 
-FUNCTIONS_DIR = Path(nextup.__file__).resolve().parents[1]
-
-
-def function_source(name: str) -> Path:
-    source = FUNCTIONS_DIR / name / "main.py"
-    if not source.is_file():
-        raise FileNotFoundError(
-            f"no function source at {source}: nextup dev runs from a checkout "
-            "(pip install -e .), or name a running stand-in with --route NAME=URL"
-        )
-    return source
+# Every function from the installed package (NEXTUP_FUNCTION picks which): no checkout needed.
+FUNCTION_SOURCE = Path(nextup.__file__).resolve().parent / "serve.py"
 
 
 def function_argv(name: str, port: int) -> list[str]:
@@ -38,7 +29,7 @@ def function_argv(name: str, port: int) -> list[str]:
         "-m",
         "functions_framework",
         "--source",
-        str(function_source(name)),
+        str(FUNCTION_SOURCE),
         "--target",
         "handle",
         "--host",
@@ -54,7 +45,12 @@ def function_env(
     """The environment of function `name`: the caller's, plus the local stack's addresses."""
     from nextup.functions import ALL
 
-    env = {**base, "NEXTUP_STORE_URL": store_url, "NEXTUP_SMTP_URL": smtp_url}
+    env = {
+        **base,
+        "NEXTUP_FUNCTION": name,
+        "NEXTUP_STORE_URL": store_url,
+        "NEXTUP_SMTP_URL": smtp_url,
+    }
     env.pop("K_SINK", None)
     env.pop("NEXTUP_SINK", None)
     if "sink" in ALL[name].dependencies:

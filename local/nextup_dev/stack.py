@@ -27,14 +27,14 @@ from typing import Any, TextIO
 import httpx
 import uvicorn
 
-from nextup.dev import deadletters, kafka, manifests, schedule
-from nextup.dev.activator import Activator
-from nextup.dev.fleet import FunctionInstance, function_env
-from nextup.dev.manifests import Destination, Eventing, PingSource
-from nextup.dev.processes import ManagedProcess, tcp_ready
-from nextup.dev.status import TRIGGER_COUNTS, Board, Flow, Sampler, Tally, describe
 from nextup.envelope import CloudEvent
 from nextup.events import REMINDER_FAILED, REMINDER_SENT
+from nextup_dev import deadletters, kafka, manifests, schedule
+from nextup_dev.activator import Activator
+from nextup_dev.fleet import FunctionInstance, function_env
+from nextup_dev.manifests import Destination, Eventing, PingSource
+from nextup_dev.processes import ManagedProcess, tcp_ready
+from nextup_dev.status import TRIGGER_COUNTS, Board, Flow, Sampler, Tally, describe
 
 STATE_FILE = "dev.json"
 log = logging.getLogger("nextup.dev")
@@ -68,9 +68,12 @@ SAMPLED = {"posted", "emitted", "delivered", "reply"}
 
 
 def default_eventing_dir() -> Path:
-    import nextup
-
-    return Path(nextup.__file__).resolve().parents[2] / "eventing" / "base"
+    """The manifests of the checkout `nextup dev` runs in (`eventing/base` under the working
+    directory), else those of the checkout this package was installed from."""
+    here = Path("eventing", "base")
+    if here.is_dir():
+        return here.resolve()
+    return Path(__file__).resolve().parents[2] / "eventing" / "base"
 
 
 def free_port() -> int:
@@ -324,7 +327,7 @@ class DevStack:
         self.parts["store"] = True
 
     def _start_mailbox(self) -> None:
-        from nextup.dev.mailbox import Mailbox
+        from nextup_dev.mailbox import Mailbox
 
         loop = asyncio.get_running_loop()
 
@@ -338,7 +341,7 @@ class DevStack:
     async def _start_ingress(self, sock: socket.socket) -> None:
         from aiokafka import AIOKafkaProducer
 
-        from nextup.dev.ingress import Ingress
+        from nextup_dev.ingress import Ingress
 
         assert self.eventing is not None
         self.producer = AIOKafkaProducer(
@@ -414,7 +417,7 @@ class DevStack:
         argv = [
             sys.executable,
             "-m",
-            "nextup.dev.dispatcher",
+            "nextup_dev.dispatcher",
             "--kafka",
             self.bootstrap,
             "--eventing",

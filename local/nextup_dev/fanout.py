@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from nextup.dev import binding
-from nextup.dev.groupoffsets import GroupOffsets
-from nextup.dev.kafka import FETCH_SETTINGS
+from nextup_dev import binding
+from nextup_dev.groupoffsets import GroupOffsets
+from nextup_dev.kafka import FETCH_SETTINGS
 
 Attributes = dict[str, str]
 BATCH = 1000  # records taken from the client per poll

@@ -24,11 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nextup.dev import binding
-from nextup.dev.manifests import Broker, Eventing
 from nextup.envelope import CloudEvent, parse_http
 from nextup.errors import EventError, PayloadTooLarge
 from nextup.runtime import read_body
+from nextup_dev import binding
+from nextup_dev.manifests import Broker, Eventing
 
 PRODUCE_TIMEOUT = 5.0
 

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nextup.dev import binding
-from nextup.dev.delivery import CODE, DATA, DEST
-from nextup.dev.kafka import CONSUMER_SETTINGS
-from nextup.dev.status import Flow
+from nextup_dev import binding
+from nextup_dev.delivery import CODE, DATA, DEST
+from nextup_dev.kafka import CONSUMER_SETTINGS
+from nextup_dev.status import Flow
 
 MIRROR_GROUP = "nextup-dev-dead-letter-mirror"
 

@@ -28,23 +28,23 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from nextup.dev import binding
-from nextup.dev.delivery import (
+from nextup.envelope import parse_http
+from nextup.errors import EventError
+from nextup_dev import binding
+from nextup_dev.delivery import (
     attempt_timeout,
     backoff,
     error_extensions,
     retryable,
     succeeded,
 )
-from nextup.dev.fanout import CatchUp, TopicReader
-from nextup.dev.groupoffsets import GroupOffsets
-from nextup.dev.httpclient import BadRequest, HttpClient, HttpError, Timeout
-from nextup.dev.kafka import PRODUCER_SETTINGS
-from nextup.dev.manifests import Destination, Eventing, Trigger
-from nextup.dev.offsets import PartitionOffsets
-from nextup.dev.status import Flow, Sampler, Tally, describe
-from nextup.envelope import parse_http
-from nextup.errors import EventError
+from nextup_dev.fanout import CatchUp, TopicReader
+from nextup_dev.groupoffsets import GroupOffsets
+from nextup_dev.httpclient import BadRequest, HttpClient, HttpError, Timeout
+from nextup_dev.kafka import PRODUCER_SETTINGS
+from nextup_dev.manifests import Destination, Eventing, Trigger
+from nextup_dev.offsets import PartitionOffsets
+from nextup_dev.status import Flow, Sampler, Tally, describe
 
 DEFAULT_CONCURRENCY = 16
 # Records queued for one lane before its Trigger reads that partition on its own: a few
@@ -575,7 +575,7 @@ async def _commit_loop(dispatchers: list[TriggerDispatcher], stop: asyncio.Event
 
 
 def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency: int) -> int:
-    """The dispatcher as its own process (`python -m nextup.dev.dispatcher`): Tally and Flow
+    """The dispatcher as its own process (`python -m nextup_dev.dispatcher`): Tally and Flow
     lines on stdout, stops on SIGTERM or SIGINT, and when the `nextup dev` that started it is
     gone."""
     import os
@@ -583,7 +583,7 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
     import sys
     from pathlib import Path
 
-    from nextup.dev.manifests import load
+    from nextup_dev.manifests import load
 
     eventing = load(Path(eventing_dir))
     out = sys.stdout
@@ -633,10 +633,10 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nextup.dev.dispatcher`: what `nextup dev` starts; not a command for people."""
+    """`python -m nextup_dev.dispatcher`: what `nextup dev` starts; not a command for people."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="nextup.dev.dispatcher", description=serve.__doc__)
+    parser = argparse.ArgumentParser(prog="nextup_dev.dispatcher", description=serve.__doc__)
     parser.add_argument("--kafka", required=True, metavar="HOST:PORT")
     parser.add_argument("--eventing", required=True, help="directory of eventing manifests")
     parser.add_argument("--route", action="append", default=[], metavar="NAME=URL")

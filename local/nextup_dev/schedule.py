@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from nextup.dev.manifests import PING_TYPE, PingSource
+from nextup_dev.manifests import PING_TYPE, PingSource
 
 
 def _split(schedule: str, timezone: str) -> tuple[str, ZoneInfo]:

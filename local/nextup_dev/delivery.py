@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 
-from nextup.dev.manifests import Delivery
+from nextup_dev.manifests import Delivery
 
 # Knative retries these besides every 5xx; any other non-2xx answer fails at once.
 RETRIED_STATUS = frozenset({404, 408, 409, 429})

@@ -21,6 +21,6 @@ Read from the same `eventing/` manifests that deploy to Knative. One module per 
 | `status` | what flows, per Trigger, for the terminal |
 | `stack` | starts and stops all of the above: the body of `nextup dev` |
 
-Nothing under `nextup.dev` is imported by the functions themselves: a function's cold
+Nothing under `nextup_dev` is imported by the functions themselves: a function's cold
 start never pays for aiokafka, aiosmtpd or YAML.
 """

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from nextup.dev.filters import Filter, compile_trigger_filter
+from nextup_dev.filters import Filter, compile_trigger_filter
 
 ORDER_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
 BROKER_CLASS_ANNOTATION = "eventing.knative.dev/broker.class"

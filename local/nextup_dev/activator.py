@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nextup.dev.fleet import FunctionInstance
+from nextup_dev.fleet import FunctionInstance
 
 # Hop-by-hop headers, and those httpx recomputes for the forwarded request and answer.
 _DROP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
