@@ -9,10 +9,10 @@ canonical types. `docs/EVENTS.md` is generated from `CATALOG` (`nextup events do
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from nextup.envelope import CloudEvent
 from nextup.errors import BadRequest, UnsupportedMediaType, from_validation_error
@@ -32,6 +32,8 @@ TASK_CREATED = "todo.task.created"
 TASK_UPDATED = "todo.task.updated"
 TASK_DELETED = "todo.task.deleted"
 TASK_COMPLETED = "todo.task.completed"
+OCCURRENCE_SKIPPED = "todo.occurrence.skipped"
+REMINDER_SNOOZED = "todo.reminder.snoozed"
 OCCURRENCE_REQUESTED = "todo.occurrence.requested"
 TASK_SCHEDULED = "todo.task.scheduled"
 REMINDER_DUE = "todo.reminder.due"
@@ -66,6 +68,36 @@ class TaskCompleted(TaskFields):
     completed_at: Timestamp | None = None
 
 
+class OccurrenceSkipped(Model):
+    """Data of `todo.occurrence.skipped`: the user lets this occurrence pass; it is closed
+    as skipped and the series goes on (`skipped_at`: when, else the event's time)."""
+
+    user_id: Id
+    task_id: Id
+    skipped_at: Timestamp | None = None
+
+
+# The longest a reminder may be snoozed by `for`: beyond it, move the task instead.
+MAX_SNOOZE = timedelta(days=366)
+
+
+class ReminderSnoozed(Model):
+    """Data of `todo.reminder.snoozed`: send the task's reminder again (once) later, `for`
+    a while from the event's time (an ISO 8601 duration such as ``PT10M``) or `until` a
+    time (one of the two; a time without an offset is read in the task's zone)."""
+
+    user_id: Id
+    task_id: Id
+    for_: timedelta | None = Field(default=None, alias="for", gt=timedelta(0), le=MAX_SNOOZE)
+    until: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ReminderSnoozed:
+        if (self.for_ is None) == (self.until is None):
+            raise ValueError("give exactly one of 'for' (an ISO 8601 duration) and 'until'")
+        return self
+
+
 class OccurrenceRequested(Model):
     """Data of `todo.occurrence.requested`: a completed occurrence of a recurring series."""
 
@@ -95,6 +127,9 @@ class TaskScheduled(Model):
     due_at: datetime
     timezone: str | None = None
     remind_at: datetime | None = None
+    # The due times of the occurrences after this one, if each is done when due: what a
+    # UI shows as coming up, without a recurrence engine of its own.
+    upcoming: list[datetime] = Field(default_factory=list, max_length=10)
 
 
 class ReminderDue(Model):

@@ -4,7 +4,9 @@ One reminder per task, keyed by the task. It is ``pending`` until a sender claim
 (a lease, so two senders never send it at once) and marks it ``sent`` (then
 ``announced`` once its event is out); completing or deleting the task cancels it.
 Moving the task's due time reschedules it as a new pending reminder with a new
-Message-ID, so an old send is never mistaken for the new one.
+Message-ID, so an old send is never mistaken for the new one. Snoozing moves it to a
+later time (pending again, even if it was sent): it goes out once more, then, and an update
+of the task that does not change when the reminder is meant for keeps the snooze.
 
 A failure belongs to the one reminder it happened to: a recipient that refuses for good
 makes it ``failed`` at once (with the reason); one that fails for now (a webhook answering
@@ -51,6 +53,10 @@ class Reminder(Model):
     task_id: Id
     remind_at: Annotated[datetime, AfterValidator(_utc)]
     due_at: datetime | None = None
+    # The time the task's own reminder setting gives, when a snooze moved `remind_at`
+    # away from it; `snoozed_by` is the event that did (its replay changes nothing).
+    planned_at: Annotated[datetime, AfterValidator(_utc)] | None = None
+    snoozed_by: str | None = None
     status: ReminderStatus = ReminderStatus.PENDING
     lease_owner: str | None = None
     lease_until: datetime | None = None
@@ -116,12 +122,42 @@ def schedule(task: Task, current: Reminder | None) -> Reminder | None:
                 }
             )
         return None
-    if current is not None and current.remind_at == when and current.due_at == task.due_at:
+    if (
+        current is not None
+        and (current.planned_at or current.remind_at) == when
+        and current.due_at == task.due_at
+    ):
         return None
     fresh = Reminder(user_id=task.user_id, task_id=task.task_id, remind_at=when, due_at=task.due_at)
     if current is None:
         return fresh
     return fresh.model_copy(update={"version": current.version})
+
+
+def snooze(reminder: Reminder, *, until: datetime, event_key: str) -> Reminder | None:
+    """The reminder moved to `until`, pending again with a fresh Message-ID (sent, failed
+    or not yet sent alike: a snoozed reminder goes out once more, then); None when it is
+    cancelled (its task is closed) or this same event snoozed it already."""
+    if reminder.status is ReminderStatus.CANCELLED or reminder.snoozed_by == event_key:
+        return None
+    return reminder.model_copy(
+        update={
+            "remind_at": _utc(until),
+            "planned_at": reminder.planned_at or reminder.remind_at,
+            "snoozed_by": event_key,
+            "status": ReminderStatus.PENDING,
+            "lease_owner": None,
+            "lease_until": None,
+            "attempts": 0,
+            "retry_at": None,
+            "sent_at": None,
+            "failed_at": None,
+            "channel": None,
+            "message_id": None,
+            "error": None,
+            "announced": False,
+        }
+    )
 
 
 def claim(reminder: Reminder, *, owner: str, now: datetime, lease: timedelta) -> Reminder | None:

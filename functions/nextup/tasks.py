@@ -1,6 +1,7 @@
 """Tasks and how they change: pure state transitions, no I/O.
 
-A task moves ``open -> completed`` or ``open -> deleted`` and never back. Every transition
+A task moves ``open -> completed``, ``open -> skipped`` (an occurrence of a series the user
+let pass) or ``open -> deleted``, and never back. Every transition
 records the event that caused it (``completed_by`` ...), so a redelivered event can be told
 from a second, different event and answered with the same reply as the first delivery.
 
@@ -36,6 +37,7 @@ from nextup.fields import (
 class TaskStatus(StrEnum):
     OPEN = "open"
     COMPLETED = "completed"
+    SKIPPED = "skipped"
     DELETED = "deleted"
 
 
@@ -57,6 +59,7 @@ class Task(Model):
     series_start: datetime | None = None
     occurrence: int = Field(default=0, ge=0)
     completed_at: datetime | None = None
+    skipped_at: datetime | None = None
     # The event whose fields the task holds now (its time, and its key to break ties):
     # an update that is older arrived out of order and changes nothing.
     changed_at: datetime | None = None
@@ -65,6 +68,7 @@ class Task(Model):
     created_by: str | None = None
     updated_by: str | None = None
     completed_by: str | None = None
+    skipped_by: str | None = None
     deleted_by: str | None = None
     # Optimistic concurrency: the store bumps it on every write and refuses stale ones.
     version: int = Field(default=0, ge=0)
@@ -201,6 +205,23 @@ def complete(task: Task, *, completed_at: datetime, event_key: str) -> Transitio
     return Transition(task, Outcome.NOOP)
 
 
+def skip(task: Task, *, skipped_at: datetime, event_key: str) -> Transition:
+    """Close an open occurrence of a series as skipped (not done), once: the series goes
+    on as if it had been completed then."""
+    if task.status is TaskStatus.OPEN:
+        passed = task.model_copy(
+            update={
+                "status": TaskStatus.SKIPPED,
+                "skipped_at": skipped_at,
+                "skipped_by": event_key,
+            }
+        )
+        return Transition(passed, Outcome.APPLIED)
+    if task.skipped_by == event_key:
+        return Transition(task, Outcome.REPLAYED)
+    return Transition(task, Outcome.NOOP)
+
+
 def delete(task: Task, *, event_key: str) -> Transition:
     """Delete a task that is not deleted yet; completed tasks may be deleted too."""
     if task.status is not TaskStatus.DELETED:
@@ -243,12 +264,10 @@ def next_task_id(series_id: str, due_at: datetime) -> str:
 
 
 def occurrence_request(task: Task) -> OccurrenceRequested | None:
-    """What schedule-next needs to create the next occurrence of a completed recurring task."""
-    if (
-        task.recurrence is None
-        or task.status is not TaskStatus.COMPLETED
-        or task.completed_at is None
-    ):
+    """What schedule-next needs to create the next occurrence of a recurring task that was
+    completed or skipped (a skip counts as done when it was skipped, in either mode)."""
+    closed_at = {TaskStatus.COMPLETED: task.completed_at, TaskStatus.SKIPPED: task.skipped_at}
+    if task.recurrence is None or closed_at.get(task.status) is None:
         return None
     return OccurrenceRequested(
         user_id=task.user_id,
@@ -258,7 +277,7 @@ def occurrence_request(task: Task) -> OccurrenceRequested | None:
         occurrence=task.occurrence,
         title=task.title,
         due_at=task.due_at,
-        completed_at=task.completed_at,
+        completed_at=closed_at[task.status],
         timezone=task.timezone,
         recurrence=task.recurrence,
         reminder=task.reminder,
@@ -321,3 +340,25 @@ def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | N
         occurrence=request.occurrence + 1,
         created_by=event_key,
     )
+
+
+UPCOMING = 3  # how many due times after a new occurrence `todo.task.scheduled` lists
+
+
+def upcoming(task: Task, *, event_key: str, count: int = UPCOMING) -> list[datetime]:
+    """The due times of the occurrences after `task`, if each is done when it is due
+    (what a user sees coming; in completion mode, a projection), fewer when the series
+    ends."""
+    found: list[datetime] = []
+    current = task
+    while len(found) < count and current.recurrence is not None and current.due_at is not None:
+        done = current.model_copy(
+            update={"status": TaskStatus.COMPLETED, "completed_at": current.due_at}
+        )
+        request = occurrence_request(done)
+        nxt = next_occurrence(request, event_key=event_key) if request is not None else None
+        if nxt is None:
+            break
+        found.append(nxt.due_at)
+        current = nxt
+    return found

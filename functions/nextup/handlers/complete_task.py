@@ -1,15 +1,17 @@
-"""complete-task: `todo.task.completed` marks a task done exactly once, cancels its
-reminder, and for a recurring task asks for the next occurrence.
+"""complete-task: closes an occurrence exactly once. `todo.task.completed` marks a task
+done, `todo.occurrence.skipped` marks an occurrence of a series skipped; either cancels
+the task's reminder and, for a recurring task, asks for the next occurrence.
 
-One transaction: the task and its reminder are read, the completion decided, and the
-completed task, its cancelled reminder and the event's receipt stored together.
+One transaction: the task and its reminder are read, the closing decided, and the closed
+task, its cancelled reminder and the event's receipt stored together.
 """
 
 from __future__ import annotations
 
 from nextup import tasks
 from nextup.contract import Context, Decision, Prepared, Transaction
-from nextup.events import OCCURRENCE_REQUESTED, TaskCompleted
+from nextup.errors import BadRequest
+from nextup.events import OCCURRENCE_REQUESTED, OccurrenceSkipped, TaskCompleted
 from nextup.fields import localize
 from nextup.handlers.shared import (
     checked,
@@ -23,7 +25,7 @@ from nextup.handlers.shared import (
     with_reminder,
 )
 from nextup.reminders import Reminder
-from nextup.tasks import Outcome, Task, TaskStatus
+from nextup.tasks import Outcome, Task, TaskStatus, Transition
 
 
 def _as_it_stands(ctx: Context, data: TaskCompleted, task: Task | None) -> Task:
@@ -45,32 +47,57 @@ def _as_it_stands(ctx: Context, data: TaskCompleted, task: Task | None) -> Task:
     return task
 
 
-def prepare(ctx: Context) -> Prepared:
+def _closed(ctx: Context, transition: Transition, reminder: Reminder | None, word: str) -> Decision:
+    """A completion or a skip: the closed task, its reminder cancelled, and for a recurring
+    task the request for its next occurrence (one id per event, so one next occurrence)."""
+    closed, outcome = transition
+    if outcome is Outcome.NOOP:
+        return Decision("noop", detail={"task_id": closed.task_id, "status": closed.status.value})
+    at = closed.completed_at if closed.status is TaskStatus.COMPLETED else closed.skipped_at
+    detail = {"task_id": closed.task_id, f"{word}_at": at.isoformat() if at else None}
+    changes = with_reminder(closed, reminder) if outcome is Outcome.APPLIED else ()
+    request = tasks.occurrence_request(closed)
+    events = ()
+    if request is not None:
+        events = (
+            emitted(
+                ctx, OCCURRENCE_REQUESTED, request, purpose="occurrence", subject=closed.task_id
+            ),
+        )
+    return Decision(task_outcome(outcome, word), changes=changes, events=events, detail=detail)
+
+
+def _complete(ctx: Context) -> Prepared:
     data: TaskCompleted = ctx.data
 
     def decide(found: list) -> Decision:
-        stored: Task | None = found[0]
-        reminder: Reminder | None = found[1]
-        task = _as_it_stands(ctx, data, stored)
+        task = _as_it_stands(ctx, data, found[0])
         completed_at = localize(data.completed_at, task.zone()) or sent_at(ctx)
-        done, outcome = tasks.complete(task, completed_at=completed_at, event_key=ctx.key)
-        if outcome is Outcome.NOOP:
-            return Decision("noop", detail={"task_id": done.task_id, "status": done.status.value})
-        detail = {"task_id": done.task_id, "completed_at": done.completed_at.isoformat()}
-        changes = with_reminder(done, reminder) if outcome is Outcome.APPLIED else ()
-        request = tasks.occurrence_request(done)
-        events = ()
-        if request is not None:
-            events = (
-                emitted(
-                    ctx, OCCURRENCE_REQUESTED, request, purpose="occurrence", subject=done.task_id
-                ),
-            )
-        return Decision(
-            task_outcome(outcome, "completed"), changes=changes, events=events, detail=detail
-        )
+        transition = tasks.complete(task, completed_at=completed_at, event_key=ctx.key)
+        return _closed(ctx, transition, found[1], "completed")
 
     return Prepared(task_refs(data.user_id, data.task_id), decide)
 
 
-handle = Transaction(prepare)
+def _skip(ctx: Context) -> Prepared:
+    data: OccurrenceSkipped = ctx.data
+
+    def decide(found: list) -> Decision:
+        task: Task | None = found[0]
+        if task is None:
+            raise not_known(data.task_id)
+        if not task.is_recurring:
+            raise BadRequest(
+                f"task {data.task_id} does not recur: there is no next occurrence to skip to "
+                "(complete or delete it instead)",
+                field="data.task_id",
+            )
+        skipped_at = localize(data.skipped_at, task.zone()) or sent_at(ctx)
+        transition = tasks.skip(task, skipped_at=skipped_at, event_key=ctx.key)
+        return _closed(ctx, transition, found[1], "skipped")
+
+    return Prepared(task_refs(data.user_id, data.task_id), decide)
+
+
+handle = Transaction(_complete)
+skip = Transaction(_skip)

@@ -8,17 +8,27 @@ each recurring series' next occurrence exactly once. One transaction per event.
   older than the one applied (by event time) arrived out of order: acknowledged, no change.
 - `todo.task.deleted` deletes the task and cancels its reminder; for an unknown task it
   leaves a tombstone, so a `created` that arrives late does not bring it back.
+- `todo.reminder.snoozed` moves a task's reminder later (pending again, even if it was
+  sent), so it goes out once more at the new time.
 - `todo.occurrence.requested` computes the next occurrence, creates it under its
   deterministic id with its reminder, tells the backend (if configured) and emits
-  `todo.task.scheduled`.
+  `todo.task.scheduled` (with the due times coming after it).
 """
 
 from __future__ import annotations
 
-from nextup import tasks
+from nextup import reminders, tasks
 from nextup.contract import Context, Decision, Prepared, Transaction
 from nextup.errors import BadRequest
-from nextup.events import TASK_SCHEDULED, OccurrenceRequested, TaskEvent, TaskRef, TaskScheduled
+from nextup.events import (
+    TASK_SCHEDULED,
+    OccurrenceRequested,
+    ReminderSnoozed,
+    TaskEvent,
+    TaskRef,
+    TaskScheduled,
+)
+from nextup.fields import MAX_YEAR, localize
 from nextup.handlers.shared import (
     checked,
     emitted,
@@ -142,6 +152,7 @@ def _occurrence(ctx: Context) -> Prepared:
             due_at=task.due_at,
             timezone=task.timezone,
             remind_at=reminder.remind_at if reminder else None,
+            upcoming=tasks.upcoming(task, event_key=ctx.key),
         )
         event = emitted(ctx, TASK_SCHEDULED, scheduled, purpose="scheduled", subject=task.task_id)
         return Decision(
@@ -153,6 +164,31 @@ def _occurrence(ctx: Context) -> Prepared:
         )
 
     return Prepared(task_refs(nxt.user_id, nxt.task_id), decide)
+
+
+def _snoozed(ctx: Context) -> Prepared:
+    data: ReminderSnoozed = ctx.data
+
+    def decide(found: list) -> Decision:
+        task, reminder = found
+        if task is None:
+            raise not_known(data.task_id)
+        if task.status is not TaskStatus.OPEN:
+            return Decision("noop", detail={"task_id": task.task_id, "status": task.status.value})
+        if reminder is None:
+            raise BadRequest(
+                f"task {data.task_id} has no reminder to snooze (give it a `reminder` first)",
+                field="data.task_id",
+            )
+        until = localize(data.until, task.zone()) or sent_at(ctx) + data.for_
+        if until.year > MAX_YEAR:
+            raise BadRequest(f"a reminder cannot go out after {MAX_YEAR}", field="data.for")
+        moved = reminders.snooze(reminder, until=until, event_key=ctx.key)
+        if moved is None:
+            return Decision("noop", detail=_detail(task, reminder))
+        return Decision("snoozed", changes=(moved,), detail=_detail(task, moved))
+
+    return Prepared(task_refs(data.user_id, data.task_id), decide)
 
 
 def _tell_backend(task: Task):
@@ -180,3 +216,4 @@ created = Transaction(_created)
 updated = Transaction(_updated)
 deleted = Transaction(_deleted)
 occurrence = Transaction(_occurrence)
+snoozed = Transaction(_snoozed)
