@@ -35,8 +35,10 @@ def _text(raw: bytes) -> Any:
         return text
 
 
-def document(topic: str, partition: int, offset: int, headers, value: bytes) -> dict[str, Any]:
-    """What a person needs to see of one dead letter."""
+def document(
+    topic: str, partition: int, offset: int, headers, value: bytes, timestamp_ms: int | None = None
+) -> dict[str, Any]:
+    """What a person needs to see of one dead letter (`at`: when it was dead-lettered)."""
     attributes = binding.attributes(headers)
     error: dict[str, Any] = {"destination": attributes.get(DEST), "status": None, "body": None}
     if attributes.get(CODE, "").isdigit():
@@ -44,6 +46,7 @@ def document(topic: str, partition: int, offset: int, headers, value: bytes) -> 
     if attributes.get(DATA):
         error["body"] = _text(base64.b64decode(attributes[DATA]))
     return {
+        "at": None if timestamp_ms is None else timestamp_ms / 1000,
         "error": error,
         "attributes": attributes,
         "data": _text(value) if value else None,
@@ -79,7 +82,12 @@ async def mirror(
             for tp, records in batch.items():
                 for record in records:
                     doc = document(
-                        topic, tp.partition, record.offset, record.headers, record.value or b""
+                        topic,
+                        tp.partition,
+                        record.offset,
+                        record.headers,
+                        record.value or b"",
+                        record.timestamp,
                     )
                     path = directory / filename(record.timestamp, tp.partition, record.offset)
                     partial = path.with_name(f".{path.name}.part")
@@ -98,3 +106,17 @@ async def mirror(
                 await consumer.commit({tp: records[-1].offset + 1})
     finally:
         await consumer.stop()
+
+
+def read_all(directory: Path, limit: int = 1000) -> list[dict[str, Any]]:
+    """The newest `limit` dead letters mirrored into `directory`, newest first, each with
+    `file` (its name there)."""
+    letters = []
+    for path in sorted(directory.glob("*.json"), reverse=True)[:limit]:
+        try:
+            letter = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # removed meanwhile, or not one of ours
+        letter["file"] = path.name
+        letters.append(letter)
+    return letters

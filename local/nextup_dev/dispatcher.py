@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from nextup.envelope import parse_http
 from nextup.errors import EventError
 from nextup_dev import binding
+from nextup_dev.console.attempts import AttemptLog
 from nextup_dev.delivery import (
     attempt_timeout,
     backoff,
@@ -313,11 +314,16 @@ class TriggerDispatcher:
         headers = binding.http_headers(record.headers)
         headers["prefer"] = "reply"
         retries = 0
+        attempts = self.report.attempts  # the console's ring: one append per attempt
         while True:
             answer = await self._attempt(headers, record.value, attempt_timeout(delivery))
             if answer.status is not None and succeeded(answer.status):
-                problem = await self._reply(answer)
+                problem, reply = await self._reply(answer)
                 if problem is None:
+                    if attempts is not None:
+                        attempts.add(
+                            self._name, attributes, retries + 1, answer, "delivered", reply=reply
+                        )
                     self.report.count(self._name, "delivered")
                     if self.report.sample():
                         self.report.show(
@@ -338,6 +344,8 @@ class TriggerDispatcher:
             if retryable(answer.status) and retries < delivery.retry:
                 retries += 1
                 wait = backoff(delivery, retries).total_seconds()
+                if attempts is not None:
+                    attempts.add(self._name, attributes, retries, answer, "retry", wait)
                 detail = f"{answer.error or ''} retry {retries}/{delivery.retry} in {wait:g} s"
                 self.report.count(self._name, "retried")
                 self.report.show(
@@ -349,7 +357,9 @@ class TriggerDispatcher:
                     raise Stopping
                 continue
             break
-        await self._fail(record, answer, event_type, event_id)
+        outcome = await self._fail(record, answer, event_type, event_id)
+        if attempts is not None:
+            attempts.add(self._name, attributes, retries + 1, answer, outcome)
 
     async def _attempt(self, headers: dict[str, str], body: bytes, timeout: float) -> Answer:
         started = time.perf_counter()
@@ -364,30 +374,32 @@ class TriggerDispatcher:
             return Answer(None, {}, b"", f"unreachable: {exc}", _ms(started))
         return Answer(response.status, response.headers, response.body, None, _ms(started))
 
-    async def _reply(self, answer: Answer) -> str | None:
-        """Publish the reply event, if the answer carries one; a problem if it is not valid."""
+    async def _reply(self, answer: Answer) -> tuple[str | None, Any]:
+        """Publish the reply event, if the answer carries one: (a problem if it is not
+        valid, the event published)."""
         headers = answer.headers  # names lower-cased by the client
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if "ce-specversion" not in headers and media != "application/cloudevents+json":
-            return None  # a plain body (e.g. a 202's JSON) is not a reply
+            return None, None  # a plain body (e.g. a 202's JSON) is not a reply
         try:
             event = parse_http(headers, answer.body)
         except EventError as exc:
-            return f"reply is not a valid CloudEvent: {exc.error}"
+            return f"reply is not a valid CloudEvent: {exc.error}", None
         record = binding.record_from_event(event)
         await self.producer.send(self.topic, record)
         self.report.count(self._name, "replies")
         if self.report.sample():
             self.report.show(Flow("reply", self._name, event["type"], event["id"]))
-        return None
+        return None, event
 
-    async def _fail(self, record: Any, answer: Answer, event_type, event_id) -> None:
+    async def _fail(self, record: Any, answer: Answer, event_type, event_id) -> str:
+        """Dead-letter or drop the event; which of the two."""
         name = self._name
         reason = answer.error or _snippet(answer.body)
         if self.dead_letter is None:
             self.report.count(name, "dropped")
             self.report.show(Flow("dropped", name, event_type, event_id, answer.status, reason))
-            return
+            return "dropped"
         extensions = error_extensions(self.subscriber, answer.status, answer.body)
         headers = binding.with_extensions(record.headers, extensions)
         kind, target = self.dead_letter
@@ -406,6 +418,7 @@ class TriggerDispatcher:
                 f"{reason} -> {target}",
             )
         )
+        return "dead-lettered"
 
     async def _post_dead_letter(self, url: str, headers: binding.Headers, body: bytes) -> None:
         delay = 0.2
@@ -459,8 +472,10 @@ class Reporter:
         write: Callable[[str], None],
         flush_every: float = TALLY_EVERY,
         log: Callable[[str], None] | None = None,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self.write = write
+        self.attempts = attempts
         self.log = log  # a person's line for each Flow shown: the dispatcher's own log
         self.tally = Tally()
         self.sampler = Sampler()
@@ -574,10 +589,16 @@ async def _commit_loop(dispatchers: list[TriggerDispatcher], stop: asyncio.Event
         await asyncio.gather(*(d.commit() for d in dispatchers))
 
 
-def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency: int) -> int:
+def serve(
+    eventing_dir: str,
+    bootstrap: str,
+    routes: dict[str, str],
+    concurrency: int,
+    console_port: int | None = None,
+) -> int:
     """The dispatcher as its own process (`python -m nextup_dev.dispatcher`): Tally and Flow
     lines on stdout, stops on SIGTERM or SIGINT, and when the `nextup dev` that started it is
-    gone."""
+    gone. With `console_port`, its delivery attempts for the console on 127.0.0.1 there."""
     import os
     import signal
     import sys
@@ -609,7 +630,11 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
                 await asyncio.sleep(1.0)
             stop.set()
 
-        report = Reporter(write, log=log)
+        from nextup_dev.console import attempts
+
+        ring = attempts.AttemptLog() if console_port else None
+        report = Reporter(write, log=log, attempts=ring)
+        server = await attempts.serve(ring, console_port) if ring is not None else None
         log(
             f"dispatching for {len(eventing.triggers)} Triggers of {eventing_dir}, "
             f"Kafka {bootstrap}, {concurrency} deliveries in flight per unordered Trigger"
@@ -627,6 +652,8 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
             watcher.cancel()
             stop.set()
             await reporter
+            if server is not None:
+                server.close()
 
     run_loop(main())
     return 0
@@ -641,9 +668,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eventing", required=True, help="directory of eventing manifests")
     parser.add_argument("--route", action="append", default=[], metavar="NAME=URL")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--console-port", type=int, help="serve delivery attempts here")
     args = parser.parse_args(argv)
     routes = dict(route.split("=", 1) for route in args.route)
-    return serve(args.eventing, args.kafka, routes, args.concurrency)
+    return serve(args.eventing, args.kafka, routes, args.concurrency, args.console_port)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ class FunctionInstance:
         self._serving = False  # started and answered its liveness probe
         self.last_used = time.monotonic()
         self.cold_starts = 0
+        self.start_times: list[float] = []  # seconds each start took, the last few
         self._lock = asyncio.Lock()
 
         def news(kind: str, who: str, detail: str) -> None:
@@ -104,6 +105,7 @@ class FunctionInstance:
     async def start(self) -> float:
         seconds = await self.process.start()
         self._serving = True
+        self.start_times = [*self.start_times[-9:], seconds]
         return seconds
 
     async def activate(self) -> None:

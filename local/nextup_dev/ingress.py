@@ -5,7 +5,9 @@ POST `/<namespace>/<broker>` (the Kafka Broker's ingress path) or `/` (when ther
 broker): 202 once the record is on the topic, 400 when the request is not a CloudEvent
 (413 when too large), 404 for an unknown broker, 503 when Kafka does not take it.
 GET `/healthz`: 200 once every part of `nextup dev` is up, else 503 naming what is not;
-GET `/status`: what flowed so far, per Trigger (the terminal's table, as JSON).
+GET `/status`: what flowed so far, per Trigger (the terminal's table, as JSON);
+`/ui`: the console (`nextup_dev.console`). An event that comes without a W3C `traceparent`
+gets one, as at a Knative broker with tracing on.
 
 The runtime's own senders add `?from=pingsource:<name>` (ticks) or `?from=function:<name>`
 (a function's K_SINK) to the path, so the counts tell them from what producers posted; a
@@ -15,7 +17,9 @@ Knative broker ignores the query, so the same URLs work there.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -45,6 +49,9 @@ class Ingress:
         report: Callable[[str, CloudEvent, str | None], None],
         parts: Callable[[], dict[str, bool]],
         counts: Callable[[], Awaitable[dict[str, object]]],
+        *,
+        observe: Callable[[str, CloudEvent, str], None] | None = None,
+        routes: Sequence[Any] = (),
     ) -> None:
         self.brokers = {broker.path: broker for broker in eventing.brokers}
         self.triggers = {
@@ -59,10 +66,12 @@ class Ingress:
         self.report = report
         self.parts = parts
         self.counts = counts
+        self.observe = observe  # the console: each event taken, with who sent it
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/status", self.status, methods=["GET"]),
+                *routes,
                 Route("/{path:path}", self.receive, methods=["POST", "OPTIONS"]),
             ]
         )
@@ -98,6 +107,10 @@ class Ingress:
         except EventError as exc:
             # Whatever the reason, a request that is not a CloudEvent is the client's to fix.
             return _error(400, exc.error, exc.field)
+        if "traceparent" not in event:
+            # As Knative's broker does with tracing on: one trace id ties a causal chain
+            # together (functions copy it into what they emit).
+            event["traceparent"] = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
         record = binding.record_from_event(event)
         try:
             await asyncio.wait_for(
@@ -112,7 +125,10 @@ class Ingress:
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
-        self.report(self._kind(request, broker, record), event, record.key and record.key.decode())
+        kind = self._kind(request, broker, record)
+        self.report(kind, event, record.key and record.key.decode())
+        if self.observe is not None:
+            self.observe(kind, event, request.query_params.get("from", ""))
         return Response(status_code=202)
 
     def _kind(self, request: Request, broker: Broker, record: binding.Record) -> str:

@@ -179,6 +179,10 @@ class DevStack:
         self._dispatcher_ready = asyncio.Event()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._sampler = Sampler()
+        # The console at /ui: fed one append per event; works only while a browser asks.
+        from nextup_dev.console.api import Console
+
+        self.console = Console(self, free_port())
         self.started = False  # every part came up (so there is something to sum up)
 
     # What flows
@@ -333,6 +337,7 @@ class DevStack:
 
         def mailed(path: Path) -> None:
             flow = Flow("mail", detail=f"kept in {path}")
+            self.console.mailed(path)
             loop.call_soon_threadsafe(self.on_flow, flow)
 
         self.mailbox = Mailbox(self.mail_dir, on_mail=mailed).start(free_port())
@@ -357,6 +362,8 @@ class DevStack:
             self.on_event_in,
             lambda: dict(self.parts),
             self.status,
+            observe=self.console.took,
+            routes=self.console.routes(),
         )
         self._servers.append(await serve_http(ingress.app, sock))
         self.ingress_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -424,6 +431,8 @@ class DevStack:
             str(self.options.eventing.resolve()),
             "--concurrency",
             str(self.options.concurrency),
+            "--console-port",
+            str(self.console.dispatcher_port),
         ]
         for name, url in self.routes.items():
             argv += ["--route", f"{name}={url}"]
@@ -482,27 +491,48 @@ class DevStack:
         return self.broker_url(destination.ref.namespace, destination.ref.name)
 
     async def _ping(self, source: PingSource) -> None:
+        while not self.stop_event.is_set():
+            at = schedule.next_tick(source.schedule, source.timezone, datetime.now(UTC))
+            delay = (at - datetime.now(UTC)).total_seconds()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), max(delay, 0))
+            if self.stop_event.is_set():
+                return
+            await self.fire(source, at)
+
+    async def fire(self, source: PingSource, at: datetime | None = None) -> dict[str, Any]:
+        """Send `source`'s tick for `at` (now, when the console or `nextup ping` asks)."""
         url = self.sink_url(source.sink)
         if source.sink.ref is not None:  # our own ingress: say the tick is one
             url += f"?from=pingsource:{source.name}"
-        async with httpx.AsyncClient() as client:
-            while not self.stop_event.is_set():
-                at = schedule.next_tick(source.schedule, source.timezone, datetime.now(UTC))
-                delay = (at - datetime.now(UTC)).total_seconds()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), max(delay, 0))
-                if self.stop_event.is_set():
-                    return
-                headers, body = schedule.tick_request(source, at)
-                try:
-                    response = await client.post(url, headers=headers, content=body, timeout=10)
-                    detail = f"{source.name} -> {response.status_code}"
-                except httpx.TransportError as exc:
-                    detail = f"{source.name} not sent: {type(exc).__name__}"
-                # Counted by the ingress that took it; shown here, with its answer.
-                self.display(
-                    Flow("tick", None, manifests.PING_TYPE, headers["ce-id"], detail=detail)
-                )
+        headers, body = schedule.tick_request(source, at or datetime.now(UTC))
+        status = None
+        try:
+            async with httpx.AsyncClient() as client:
+                response = await client.post(url, headers=headers, content=body, timeout=10)
+            status = response.status_code
+            detail = f"{source.name} -> {status}"
+        except httpx.TransportError as exc:
+            detail = f"{source.name} not sent: {type(exc).__name__}"
+        # Counted by the ingress that took it; shown here, with its answer.
+        self.display(Flow("tick", None, manifests.PING_TYPE, headers["ce-id"], detail=detail))
+        return {"name": source.name, "id": headers["ce-id"], "status": status, "detail": detail}
+
+    async def post_event(self, event: CloudEvent, origin: str) -> int | None:
+        """Post `event` to the first broker's ingress, as a producer would; its answer's
+        status (None when it did not answer)."""
+        from nextup.envelope import to_binary
+
+        assert self.eventing is not None
+        broker = self.eventing.brokers[0]
+        url = self.broker_url(broker.namespace, broker.name) + f"?from={origin}"
+        headers, body = to_binary(event)
+        try:
+            async with httpx.AsyncClient() as client:
+                response = await client.post(url, headers=headers, content=body, timeout=10)
+        except httpx.TransportError:
+            return None
+        return response.status_code
 
     # Telling people where things are
 
@@ -512,6 +542,7 @@ class DevStack:
         return {
             "ingress": self.broker_url(eventing.brokers[0].namespace, eventing.brokers[0].name),
             "healthz": f"{self.ingress_url}/healthz",
+            "console": f"{self.ingress_url}/ui",
             "kafka": self.bootstrap,
             "topics": [b.topic for b in eventing.brokers] + [s.topic for s in eventing.kafka_sinks],
             "store": self.store_url,
@@ -562,6 +593,7 @@ class DevStack:
             f"  mail            {self.mail_dir}/  (SMTP {state['smtp']})",
             f"  dead letters    {self.dead_dir}/",
             f"  logs            {self.logs}/",
+            f"  console         {state['console']}  (open it in a browser)",
             "Send an event:    nextup emit todo.health.probe --data '{}'",
             "Ctrl-C stops everything.",
         ]
