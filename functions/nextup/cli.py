@@ -1,6 +1,7 @@
 """The `nextup` command: store administration, task listing, the event catalog, the local
-eventing runtime (`nextup dev`), posting events (`nextup emit`) and explaining recurrence
-rules (`nextup rrule explain`)."""
+eventing runtime (`nextup dev`, its console at /ui, `nextup deadletters` and `nextup ping`
+for it), posting events (`nextup emit`) and explaining recurrence rules (`nextup rrule
+explain`)."""
 
 from __future__ import annotations
 
@@ -206,6 +207,121 @@ def _emit(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
+def _console_url(state_dir: str) -> str:
+    """The console API of the `nextup dev` running here (from its dev.json), else the
+    default address's."""
+    from pathlib import Path
+
+    try:
+        state = json.loads((Path(state_dir) / "dev.json").read_text())
+    except (OSError, ValueError):
+        return "http://127.0.0.1:8080/ui/api"
+    base = state.get("console") or state.get("healthz", "").removesuffix("/healthz") + "/ui"
+    return base + "/api"
+
+
+def _ask_dev(args: argparse.Namespace, path: str, body: dict | None = None):
+    """GET (or POST `body` to) the running nextup dev's console API: the JSON answer, or
+    None after saying on stderr why there is none."""
+    import httpx
+
+    url = _console_url(args.state_dir) + path
+    try:
+        if body is None:
+            response = httpx.get(url, timeout=args.timeout)
+        else:
+            response = httpx.post(url, json=body, timeout=args.timeout)
+    except httpx.TransportError as exc:
+        print(
+            f"nextup: {url} did not answer ({type(exc).__name__}): is nextup dev running "
+            "here? Start it with `make dev` (or `nextup dev`), or give its --state-dir",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": response.text[:300]}
+    if not response.is_success:
+        print(f"nextup: {response.status_code}: {answer.get('error')}", file=sys.stderr)
+        return None
+    return answer
+
+
+def _when(at: float | None) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(at).isoformat(timespec="seconds") if at else "-"
+
+
+def _deadletters_list(args: argparse.Namespace) -> int:
+    answer = _ask_dev(args, "/deadletters")
+    if answer is None:
+        return 1
+    letters = answer["letters"]
+    if args.json:
+        print(json.dumps(letters, indent=2))
+        return 0
+    if not letters:
+        print("no dead letters")
+        return 0
+    for letter in letters:
+        attributes, error = letter["attributes"], letter["error"]
+        body = error.get("body")
+        why = body.get("error") if isinstance(body, dict) else body
+        again = "  (re-driven)" if letter.get("redriven") else ""
+        print(
+            f"{_when(letter.get('at'))}  {error.get('status') or '-'}  {attributes.get('type')}"
+            f"  id={attributes.get('id')}  {why or ''}{again}".rstrip()
+        )
+    return 0
+
+
+def _deadletters_redrive(args: argparse.Namespace) -> int:
+    body: dict = {"dry_run": args.dry_run}
+    for name in ("id", "type", "since", "until", "status"):
+        if getattr(args, name):
+            body[name] = getattr(args, name)
+    if args.all:
+        body["all"] = True
+    if args.data is not None:
+        try:
+            body["data"] = json.loads(args.data)
+        except ValueError as exc:
+            print(f"nextup: --data is not JSON: {exc}", file=sys.stderr)
+            return 2
+    answer = _ask_dev(args, "/deadletters/redrive", body)
+    if answer is None:
+        return 1
+    if not answer["letters"]:
+        print("no dead letter matches")
+        return 1
+    for plan in answer["letters"]:
+        targets = ", ".join(
+            f"{t['trigger']} -> {t['function'] or t['uri']}" for t in plan["triggers"]
+        )
+        handled = plan.get("handled")
+        receipt = f"handled already (receipt {handled['status']})" if handled else "no receipt"
+        head = "would re-drive" if answer["dry_run"] else f"re-driven ({plan.get('posted')})"
+        print(f"{head}  {plan['type']} id={plan['id']}  to {targets or 'no Trigger'}; {receipt}")
+    return 0
+
+
+def _ping(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    answer = _ask_dev(args, f"/ping/{quote(args.name, safe='')}", {})
+    if answer is None:
+        return 1
+    print(f"{answer['detail']}  (tick id={answer['id']})")
+    return 0 if answer.get("status") and answer["status"] < 300 else 1
+
+
+def _dev_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", default=".nextup", help="where nextup dev keeps dev.json")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+
+
 def _rrule_explain(args: argparse.Namespace) -> int:
     """The rule in English, then its next occurrences (a RuleError exits 2 via `main`)."""
     from datetime import UTC, datetime
@@ -356,6 +472,47 @@ def parser() -> argparse.ArgumentParser:
     emit.add_argument("--state-dir", default=".nextup", help="where nextup dev keeps dev.json")
     emit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
     emit.set_defaults(run=_emit)
+
+    dead = commands.add_parser(
+        "deadletters",
+        help="the running nextup dev's dead letters: list, re-drive",
+        formatter_class=_Help,
+    )
+    dead_commands = _commands(dead, "deadletters commands")
+    dead_list = dead_commands.add_parser(
+        "list", help="every dead letter, newest first, with why it failed", formatter_class=_Help
+    )
+    dead_list.add_argument("--json", action="store_true", help="print a JSON array")
+    _dev_client_options(dead_list)
+    dead_list.set_defaults(run=_deadletters_list)
+    redrive = dead_commands.add_parser(
+        "redrive",
+        help="post dead letters back onto the broker",
+        description="Post the chosen dead letters' events back onto the broker, as first "
+        "sent (same source and id). --dry-run shows where each would go and whether a "
+        "receipt says it was handled already.",
+        formatter_class=_Help,
+    )
+    which = redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", help="the dead letter of this event id")
+    which.add_argument("--type", help="every dead letter of this event type")
+    which.add_argument("--since", help="every one dead-lettered since (ISO 8601)")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    redrive.add_argument("--until", help="and dead-lettered until (ISO 8601)")
+    redrive.add_argument("--status", type=int, help="and failed with this status code")
+    redrive.add_argument("--data", help="fixed data (JSON) for the one chosen with --id")
+    redrive.add_argument("--dry-run", action="store_true", help="show, send nothing")
+    _dev_client_options(redrive)
+    redrive.set_defaults(run=_deadletters_redrive)
+
+    ping = commands.add_parser(
+        "ping",
+        help="fire a PingSource of the running nextup dev now",
+        formatter_class=_Help,
+    )
+    ping.add_argument("name", help="the PingSource, e.g. reminder-sweep")
+    _dev_client_options(ping)
+    ping.set_defaults(run=_ping)
     return root
 
 

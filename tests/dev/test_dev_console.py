@@ -1,0 +1,350 @@
+"""The console of `nextup dev` (`/ui`) in a real browser (Playwright driving Chromium),
+against a real `nextup dev`; and `nextup deadletters` / `nextup ping` against the same.
+
+The PingSources tick once a year here (`quiet_clock`): every tick is the one the test
+fires, from the page or the CLI, so a reminder arrives because of it, in seconds.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from devstack import ROOT, DevStack, wait_for
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from harness import cloud_event, wait_until
+from nextup import cli
+from nextup.store import open_store
+from nextup_dev.console.screenshots import quiet_clock
+
+CHROMIUM = "/usr/bin/chromium"
+SLOW = 60_000  # ms: what crosses Kafka and a function or two, on two shared cores
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    work = tmp_path_factory.mktemp("dev-console")
+    eventing = quiet_clock(ROOT / "eventing" / "base", work / "eventing")
+    stack = DevStack(work / "run", "--quiet", eventing=eventing).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    opened = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield opened
+    finally:
+        opened.close()
+    assert not errors, f"the page's script failed: {errors}"
+
+
+def recurring(user: str, task: str, **extra) -> dict:
+    return {
+        "user_id": user,
+        "task_id": task,
+        "title": f"Water plant {task}",
+        "due_at": "2026-11-23T09:00:00+01:00",
+        "timezone": "Europe/Berlin",
+        "recurrence": {"rule": "FREQ=DAILY"},
+        **extra,
+    }
+
+
+def post(dev: DevStack, type_: str, data: dict, id_: str) -> None:
+    response = dev.post(*cloud_event(type_, data, id_=id_))
+    assert response.status_code == 202, response.text
+
+
+def delivered(dev: DevStack, trigger: str, count: int) -> None:
+    wait_for(
+        lambda: dev.status()["triggers"][trigger]["delivered"] >= count, 60, f"{trigger} x{count}"
+    )
+
+
+def test_the_timeline_shows_a_completion_down_to_the_next_occurrence(
+    dev: DevStack, page: Page
+) -> None:
+    user = f"chain-{uuid.uuid4().hex[:6]}"
+    before = dev.status()["triggers"]["schedule-next-task-created"]["delivered"]
+    post(dev, "todo.task.created", recurring(user, "water"), f"{user}-created")
+    delivered(dev, "schedule-next-task-created", before + 1)
+    post(
+        dev,
+        "todo.task.completed",
+        {"user_id": user, "task_id": "water", "completed_at": "2026-11-23T10:00:00+01:00"},
+        f"{user}-done",
+    )
+
+    page.goto(dev.base + "/ui")
+    expect(page.locator("#live")).to_have_text("live")
+    page.fill("input[name=user]", user)
+    page.press("input[name=user]", "Enter")
+    row = page.locator("tr[data-ref]", has_text=f"{user}-done")
+    expect(row).to_contain_text("delivered", timeout=SLOW)
+    expect(page.locator("tr[data-ref]", has_text=f"{user}-created")).to_be_visible()
+    row.click()
+
+    chain = page.locator("#event .chain")
+    # in -> complete-task's delivery -> its reply -> schedule-next's delivery -> its reply
+    expect(chain).to_contain_text("complete-task-task-completed", timeout=SLOW)
+    expect(chain).to_contain_text("todo.occurrence.requested", timeout=SLOW)
+    expect(chain).to_contain_text("schedule-next-occurrence-requested", timeout=SLOW)
+    expect(chain).to_contain_text("todo.task.scheduled", timeout=SLOW)
+    expect(chain).to_contain_text("water@20261124T080000Z")  # the next occurrence, stored
+    replied = chain.locator("li.node[data-type='todo.occurrence.requested']")
+    expect(replied.locator(".delivery").first).to_contain_text("200")
+    store = open_store(dev.store_url)
+    try:
+        assert store.get_task(user, "water@20261124T080000Z") is not None
+    finally:
+        store.close()
+
+
+def test_a_dead_letter_is_found_dry_run_then_redriven_with_its_data_fixed(
+    dev: DevStack, page: Page
+) -> None:
+    user = f"dead-{uuid.uuid4().hex[:6]}"
+    event_id = f"{user}-bad"
+    post(dev, "todo.task.created", {"user_id": user, "task_id": "not valid"}, event_id)
+    wait_until(
+        lambda: [d for d in dev.dead_letters() if d["attributes"]["id"] == event_id],
+        30,
+        "the dead letter",
+    )
+
+    page.goto(dev.base + "/ui#deadletters")
+    letter = page.locator(f"tr[data-id='{event_id}']")
+    expect(letter).to_contain_text("400")
+    letter.click()
+    detail = page.locator("#letter")
+    expect(detail).to_contain_text("knativeerrorcode")
+    expect(detail).to_contain_text("data.task_id")  # the decoded answer says what is wrong
+
+    page.click("#dry-run-one")
+    plan = page.locator("#plan")
+    expect(plan).to_contain_text("Dry run: nothing sent")
+    expect(plan).to_contain_text("schedule-next-task-created → schedule-next")
+    expect(plan).to_contain_text("no receipt")
+    store = open_store(dev.store_url)
+    try:
+        assert store.list_tasks(user) == [], "a dry run sends nothing"
+    finally:
+        store.close()
+
+    fixed = {"user_id": user, "task_id": "fixed", "title": "Fixed in the console"}
+    page.fill("#letter-data", json.dumps(fixed))
+    page.click("#redrive-one")
+    expect(plan).to_contain_text("Re-driven onto the broker")
+    expect(plan).to_contain_text("202")
+
+    def stored():
+        with open_store(dev.store_url) as store:
+            return store.get_task(user, "fixed")
+
+    task = wait_for(stored, 60, "the re-driven task in the store")
+    assert task.title == "Fixed in the console"
+    page.goto(dev.base + "/ui#timeline")
+    page.fill("input[name=id]", event_id)
+    page.press("input[name=id]", "Enter")
+    expect(page.locator("tr[data-ref]", has_text=event_id)).to_contain_text(
+        "delivered", timeout=SLOW
+    )
+    page.locator("tr[data-ref]", has_text=event_id).click()
+    attempts = page.locator("#event .chain .delivery").first
+    expect(attempts).to_contain_text("dead-lettered")  # the first try, kept
+    expect(attempts).to_contain_text("202")  # and the re-driven one
+    page.goto(dev.base + "/ui#deadletters")
+    expect(page.locator(f"tr[data-id='{event_id}']")).to_contain_text("re-driven")
+
+
+def test_firing_the_reminder_sweep_from_the_page_mails_the_reminder(
+    dev: DevStack, page: Page
+) -> None:
+    user = f"mail-{uuid.uuid4().hex[:6]}"
+    due = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
+    created = recurring(
+        user,
+        "call",
+        due_at=due.isoformat(),
+        reminder={"before": "PT1M"},
+        notify={"email": f"{user}@example.com"},
+    )
+    before = dev.status()["triggers"]["schedule-next-task-created"]["delivered"]
+    post(dev, "todo.task.created", created, f"{user}-c")
+    delivered(dev, "schedule-next-task-created", before + 1)
+    assert not mails_for(dev, user), "no tick has come (the schedule is yearly)"
+
+    page.goto(dev.base + "/ui#clock")
+    page.click("button[data-fire='reminder-sweep']")
+    expect(page.locator("#fired")).to_contain_text("202")
+    [path] = wait_until(lambda: mails_for(dev, user), 60, "the reminder mail")
+    message = email.message_from_bytes(path.read_bytes())
+    assert message["To"] == f"{user}@example.com"
+
+    # The sweep's chain ends in the mail the mailbox kept.
+    page.goto(dev.base + "/ui#timeline")
+    page.fill("input[name=type]", "todo.reminder.sent")
+    page.press("input[name=type]", "Enter")
+    page.fill("input[name=user]", user)
+    page.press("input[name=user]", "Enter")
+    page.locator("tr[data-ref]", has_text="todo.reminder.sent").first.click(timeout=SLOW)
+    chain = page.locator("#event .chain")
+    expect(chain).to_contain_text("dev.knative.sources.ping")
+    expect(chain).to_contain_text(f"mail kept: {path.name}", timeout=SLOW)
+
+    # And the user's state says the reminder went out, by email.
+    page.goto(dev.base + f"/ui#state/{user}")
+    expect(page.locator("#state .series")).to_contain_text("next due")
+    expect(page.locator("#state tr.reminder")).to_contain_text("sent")
+    expect(page.locator("#state tr.reminder")).to_contain_text("email")
+
+
+def test_a_users_state_shows_each_series_with_its_occurrences_and_next_due(
+    dev: DevStack, page: Page
+) -> None:
+    user = f"state-{uuid.uuid4().hex[:6]}"
+    before = dev.status()["triggers"]["schedule-next-task-created"]["delivered"]
+    post(dev, "todo.task.created", recurring(user, "plant"), f"{user}-c")
+    delivered(dev, "schedule-next-task-created", before + 1)
+    post(
+        dev,
+        "todo.task.completed",
+        {"user_id": user, "task_id": "plant", "completed_at": "2026-11-23T10:00:00+01:00"},
+        f"{user}-d",
+    )
+
+    def two():
+        with open_store(dev.store_url) as store:
+            return len(store.list_tasks(user)) == 2
+
+    wait_for(two, 60, "the next occurrence")
+    page.goto(dev.base + "/ui#state")
+    page.fill("input[name=user]", user)
+    page.press("input[name=user]", "Enter")
+    series = page.locator("#state .series")
+    expect(series).to_have_count(1)
+    expect(series).to_contain_text("FREQ=DAILY")
+    expect(series).to_contain_text("completed")
+    expect(series).to_contain_text("plant@20261124T080000Z")
+    expect(series.locator(".next-due")).to_have_text("2026-11-24T09:00:00+01:00")
+
+
+def test_functions_and_sending_from_the_catalog(dev: DevStack, page: Page) -> None:
+    page.goto(dev.base + "/ui#functions")
+    card = page.locator(".function[data-name='schedule-next']")
+    expect(card).to_contain_text("up")
+    pid = dev.state()["pids"]["schedule-next"]
+    expect(card).to_contain_text(f"pid {pid}")
+    expect(card.locator("pre")).not_to_be_empty()
+
+    page.goto(dev.base + "/ui#send")
+    page.select_option("select[name=type]", "todo.health.probe")
+    page.click("#send-button")
+    expect(page.locator("#sent")).to_contain_text("202")
+    page.click("#sent a")
+    expect(page.locator("#event .chain")).to_contain_text("todo.health.reported", timeout=SLOW)
+
+
+# The CLI, against the same running nextup dev
+
+
+def mails_for(dev: DevStack, user: str) -> list[Path]:
+    return [p for p in dev.mails() if f"{user}@example.com" in p.read_text(errors="replace")]
+
+
+def run_cli(dev: DevStack, capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main([*argv, "--state-dir", str(dev.state_dir)])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def test_cli_lists_and_redrives_dead_letters(dev: DevStack, capsys) -> None:
+    user = f"cli-{uuid.uuid4().hex[:6]}"
+    event_id = f"{user}-bad"
+    post(dev, "todo.task.created", {"user_id": user, "task_id": "bad id"}, event_id)
+    wait_until(
+        lambda: [d for d in dev.dead_letters() if d["attributes"]["id"] == event_id],
+        30,
+        "the dead letter",
+    )
+
+    code, out = run_cli(dev, capsys, "deadletters", "list")
+    assert code == 0
+    [line] = [ln for ln in out.splitlines() if f"id={event_id}" in ln]
+    assert "400" in line and "todo.task.created" in line and "data.task_id" in line
+    code, out = run_cli(dev, capsys, "deadletters", "list", "--json")
+    assert code == 0
+    [letter] = [d for d in json.loads(out) if d["attributes"]["id"] == event_id]
+    assert letter["attributes"]["knativeerrorcode"] == "400"
+
+    code, out = run_cli(dev, capsys, "deadletters", "redrive", "--id", event_id, "--dry-run")
+    assert code == 0, out
+    assert out.startswith("would re-drive  todo.task.created")
+    assert "schedule-next-task-created -> schedule-next; no receipt" in out
+
+    fixed = json.dumps({"user_id": user, "task_id": "good"})
+    code, out = run_cli(dev, capsys, "deadletters", "redrive", "--id", event_id, "--data", fixed)
+    assert code == 0, out
+    assert out.startswith("re-driven (202)")
+
+    def stored():
+        with open_store(dev.store_url) as store:
+            return store.get_task(user, "good")
+
+    wait_for(stored, 60, "the re-driven task")
+    # Handled now: a second dry run says the function's receipt has it.
+    code, out = run_cli(
+        dev, capsys, "deadletters", "redrive", "--id", event_id, "--data", fixed, "--dry-run"
+    )
+    assert "handled already (receipt 2" in out, out
+
+    code, out = run_cli(dev, capsys, "deadletters", "redrive", "--id", "no-such-id", "--dry-run")
+    assert code == 1 and "no dead letter matches" in out
+
+
+def test_cli_redrive_needs_a_selection(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["deadletters", "redrive", "--dry-run"])
+    assert exit_.value.code == 2
+    assert "one of the arguments --id --type --since --all is required" in capsys.readouterr().err
+
+
+def test_cli_ping_fires_a_ping_source_now(dev: DevStack, capsys) -> None:
+    before = dev.status()["events"]["ticks"]
+    code, out = run_cli(dev, capsys, "ping", "health-canary")
+    assert code == 0, out
+    assert out.startswith("health-canary -> 202")
+    wait_for(lambda: dev.status()["events"]["ticks"] == before + 1, 30, "the tick counted")
+
+    code, out = run_cli(dev, capsys, "ping", "no-such-source")
+    assert code == 1
+    assert "no PingSource no-such-source; there are: reminder-sweep, health-canary" in out
+
+
+def test_cli_says_when_no_nextup_dev_runs(tmp_path: Path, capsys) -> None:
+    (tmp_path / "dev.json").write_text(json.dumps({"console": "http://127.0.0.1:9/ui"}))
+    code = cli.main(["deadletters", "list", "--state-dir", str(tmp_path)])
+    assert code == 1
+    assert "is nextup dev running here?" in capsys.readouterr().err
