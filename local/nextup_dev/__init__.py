@@ -19,6 +19,7 @@ Read from the same `eventing/` manifests that deploy to Knative. One module per 
 | `mailbox` | a local SMTP server keeping every message as an `.eml` file |
 | `deadletters` | mirrors the dead-letter topic into readable files |
 | `status` | what flows, per Trigger, for the terminal |
+| `console` | the web console at `/ui`: timeline, dead letters and re-drive, state, clock |
 | `stack` | starts and stops all of the above: the body of `nextup dev` |
 
 Nothing under `nextup_dev` is imported by the functions themselves: a function's cold
