@@ -320,6 +320,13 @@ def test_cli_lists_and_redrives_dead_letters(dev: DevStack, capsys) -> None:
     )
     assert "handled already (receipt 2" in out, out
 
+    # Many at once: by type, a dry run names each with where it would go.
+    code, out = run_cli(
+        dev, capsys, "deadletters", "redrive", "--type", "todo.task.created", "--dry-run"
+    )
+    assert code == 0 and f"id={event_id}" in out
+    assert all(line.startswith("would re-drive  todo.task.created") for line in out.splitlines())
+
     code, out = run_cli(dev, capsys, "deadletters", "redrive", "--id", "no-such-id", "--dry-run")
     assert code == 1 and "no dead letter matches" in out
 
@@ -348,3 +355,29 @@ def test_cli_says_when_no_nextup_dev_runs(tmp_path: Path, capsys) -> None:
     code = cli.main(["deadletters", "list", "--state-dir", str(tmp_path)])
     assert code == 1
     assert "is nextup dev running here?" in capsys.readouterr().err
+
+
+def test_functions_scaled_to_zero_show_cold_their_start_times_then_scaled_to_zero(
+    tmp_path: Path, browser: Browser
+) -> None:
+    eventing = quiet_clock(ROOT / "eventing" / "base", tmp_path / "eventing")
+    stack = DevStack(
+        tmp_path / "run", "--quiet", "--scale-to-zero", "--idle", "2", eventing=eventing
+    )
+    stack.start()
+    page = browser.new_page()
+    try:
+        page.goto(stack.base + "/ui#functions")
+        health = page.locator(".function[data-name='health']")
+        expect(health.locator(".badge")).to_have_text("cold")
+        expect(health).to_contain_text("cold starts 0")
+        post(stack, "todo.health.probe", {}, f"probe-{uuid.uuid4().hex[:6]}")
+        # Started by its first event: up, with the time that start took.
+        expect(health).to_contain_text("cold starts 1", timeout=SLOW)
+        expect(health).to_contain_text("started in")
+        # Idle for --idle seconds: stopped again (the view looks every two seconds).
+        expect(health.locator(".badge")).to_have_text("scaled to zero", timeout=SLOW)
+        expect(page.locator(".function[data-name='complete-task'] .badge")).to_have_text("cold")
+    finally:
+        page.close()
+        stack.stop()

@@ -232,7 +232,7 @@ async function drawFunctions() {
       h("h3", {}, f.name, " ", badge(f.state)),
       h("p", {class: "muted"}, `port ${f.port}, pid ${f.pid ?? "-"}, cold starts ${f.cold_starts}`,
         f.start_ms.length ? `, started in ${f.start_ms.join(", ")} ms` : ""),
-      h("pre", {}, f.log.split("\n").slice(-12).join("\n") || "(no log yet)")))));
+      h("pre", {}, f.log.trimEnd().split("\n").slice(-6).join("\n") || "(no log yet)")))));
 }
 
 // Clock
@@ -289,12 +289,18 @@ const views = {
   send: {live: false, draw: drawSend},
 };
 
+let ticking = null;
+
 function route() {
   const [name, ...rest] = (location.hash.slice(1) || "timeline").split("/");
   const arg = decodeURIComponent(rest.join("/"));
   const known = views[name] ? name : "timeline";
   if (known === "state") stateUser = arg;
   view = {name: known, arg, ...views[known]};
+  // Processes start and stop without an event to say so: the Functions view looks again
+  // every two seconds while it is shown (and only then).
+  clearInterval(ticking);
+  ticking = known === "functions" ? setInterval(redraw, 2000) : null;
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("on", a.dataset.view === (known === "event" ? "timeline" : known));
   }
