@@ -374,23 +374,23 @@ class TriggerDispatcher:
             return Answer(None, {}, b"", f"unreachable: {exc}", _ms(started))
         return Answer(response.status, response.headers, response.body, None, _ms(started))
 
-    async def _reply(self, answer: Answer) -> tuple[str | None, Any]:
+    async def _reply(self, answer: Answer) -> tuple[str | None, bool]:
         """Publish the reply event, if the answer carries one: (a problem if it is not
-        valid, the event published)."""
+        valid, whether one was published)."""
         headers = answer.headers  # names lower-cased by the client
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if "ce-specversion" not in headers and media != "application/cloudevents+json":
-            return None, None  # a plain body (e.g. a 202's JSON) is not a reply
+            return None, False  # a plain body (e.g. a 202's JSON) is not a reply
         try:
             event = parse_http(headers, answer.body)
         except EventError as exc:
-            return f"reply is not a valid CloudEvent: {exc.error}", None
+            return f"reply is not a valid CloudEvent: {exc.error}", False
         record = binding.record_from_event(event)
         await self.producer.send(self.topic, record)
         self.report.count(self._name, "replies")
         if self.report.sample():
             self.report.show(Flow("reply", self._name, event["type"], event["id"]))
-        return None, event
+        return None, True
 
     async def _fail(self, record: Any, answer: Answer, event_type, event_id) -> str:
         """Dead-letter or drop the event; which of the two."""

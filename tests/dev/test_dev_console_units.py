@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from nextup.envelope import make_event
+from nextup.envelope import make_event, to_binary
 from nextup_dev.console import attempts
 from nextup_dev.console.redrive import Selection, event_of, parse_time, select
 from nextup_dev.console.timeline import Query, Timeline, event_ref
@@ -225,13 +225,15 @@ def test_the_ring_is_bounded_and_read_from_where_the_reader_left_off() -> None:
     assert [a["event"]["id"] for a in found] == ["e2", "e3", "e4"]
     assert [a["event"]["id"] for a in ring.since(found[1]["seq"])] == ["e4"]
     assert found[0]["body"] == {"ok": True}
+    assert found[0]["reply"] is None
 
 
 def test_the_ring_is_read_over_loopback_with_the_reply_it_published() -> None:
     async def run() -> list[dict]:
         ring = attempts.AttemptLog()
         reply = make_event("todo.task.scheduled", "/f", {"task_id": "t"}, id_="r1")
-        ring.add("t", {"id": "e1"}, 1, Answer(), "delivered", reply=reply)
+        headers, body = to_binary(reply)
+        ring.add("t", {"id": "e1"}, 1, Answer(body=body, headers=headers), "delivered", reply=True)
         ring.add("t", {"id": "e2"}, 1, Answer(503, error="boom"), "retry", 0.5)
         from nextup_dev.stack import free_port
 

@@ -37,7 +37,13 @@ def _data(event: Any) -> Any:
 
 
 class AttemptLog:
-    """The ring. `add` is all the dispatcher pays per attempt."""
+    """The ring. `add` is all the dispatcher pays per attempt.
+
+    Each entry is one flat tuple of what the delivery had at hand anyway (the attribute
+    dict, the answer's status, time, body and headers): nothing is parsed, copied or
+    formatted. A reply is kept as the answer's headers and body, made an event again only
+    when someone reads it.
+    """
 
     def __init__(self, limit: int = RING) -> None:
         self.ring: deque[tuple[Any, ...]] = deque(maxlen=limit)
@@ -51,7 +57,7 @@ class AttemptLog:
         answer: Any,
         outcome: str,
         wait: float | None = None,
-        reply: Any = None,
+        reply: bool = False,
     ) -> None:
         self.ring.append(
             (
@@ -60,19 +66,36 @@ class AttemptLog:
                 trigger,
                 attributes,
                 attempt,
-                answer,
+                answer.status,
+                answer.ms,
+                answer.error,
+                answer.body,
                 outcome,
                 wait,
-                reply,
+                answer.headers if reply else None,
             )
         )
 
     def since(self, seq: int) -> list[dict[str, Any]]:
         """The attempts after `seq`, as JSON-ready dicts (formatting happens here, when asked)."""
         out = []
-        for seq_, at, trigger, attributes, attempt, answer, outcome, wait, reply in list(self.ring):
-            if seq_ <= seq:
+        for entry in list(self.ring):
+            if entry[0] <= seq:
                 continue
+            (
+                seq_,
+                at,
+                trigger,
+                attributes,
+                attempt,
+                status,
+                ms,
+                error,
+                body,
+                outcome,
+                wait,
+                reply,
+            ) = entry
             out.append(
                 {
                     "seq": seq_,
@@ -80,18 +103,27 @@ class AttemptLog:
                     "trigger": trigger,
                     "event": attributes,
                     "attempt": attempt,
-                    "status": answer.status,
-                    "ms": answer.ms,
-                    "error": answer.error,
-                    "body": _text(answer.body) if answer.body else None,
+                    "status": status,
+                    "ms": ms,
+                    "error": error,
+                    "body": _text(body) if body else None,
                     "outcome": outcome,
                     "retry_in": wait,
-                    "reply": None
-                    if reply is None
-                    else {"attributes": dict(reply.get_attributes()), "data": _data(reply)},
+                    "reply": None if reply is None else _reply(reply, body),
                 }
             )
         return out
+
+
+def _reply(headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+    from nextup.envelope import parse_http
+    from nextup.errors import EventError
+
+    try:
+        event = parse_http(headers, body)
+    except EventError:
+        return None
+    return {"attributes": dict(event.get_attributes()), "data": _data(event)}
 
 
 async def serve(log: AttemptLog, port: int) -> asyncio.Server:
