@@ -113,6 +113,10 @@ def test_the_timeline_shows_a_completion_down_to_the_next_occurrence(
     expect(chain).to_contain_text("schedule-next-occurrence-requested", timeout=SLOW)
     expect(chain).to_contain_text("todo.task.scheduled", timeout=SLOW)
     expect(chain).to_contain_text("water@20261124T080000Z")  # the next occurrence, stored
+    # Each delivery with its Trigger's retry schedule (eventing/base: 10, from 0.5 s).
+    expect(chain.locator(".schedule").first).to_contain_text(
+        "10 retries after 0.5, 1, 2, 4, 8, 16, ... s (exponential), then dead-lettered"
+    )
     replied = chain.locator("li.node[data-type='todo.occurrence.requested']")
     expect(replied.locator(".delivery").first).to_contain_text("200")
     store = open_store(dev.store_url)

@@ -255,3 +255,19 @@ def test_the_ring_is_read_over_loopback_with_the_reply_it_published() -> None:
     assert after[0]["outcome"] == "retry" and after[0]["retry_in"] == 0.5
     assert after[0]["error"] == "boom"
     assert gone == []
+
+
+def test_a_triggers_retry_schedule_in_words() -> None:
+    from datetime import timedelta
+
+    from nextup_dev.console.api import retry_schedule
+    from nextup_dev.manifests import Delivery, Destination
+
+    sink = Destination(uri="http://dead/")
+    ten = Delivery(retry=10, backoff_delay=timedelta(seconds=0.5), dead_letter=sink)
+    assert retry_schedule(ten) == (
+        "10 retries after 0.5, 1, 2, 4, 8, 16, ... s (exponential), then dead-lettered"
+    )
+    linear = Delivery(retry=3, backoff_policy="linear", backoff_delay=timedelta(seconds=1))
+    assert retry_schedule(linear) == "3 retries after 1, 2, 3 s (linear), then dropped"
+    assert retry_schedule(Delivery()) == "no retries, then dropped"

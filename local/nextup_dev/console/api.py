@@ -32,6 +32,7 @@ from nextup_dev.binding import record_from_event
 from nextup_dev.console import attempts
 from nextup_dev.console.redrive import Selection, event_of, parse_time, select
 from nextup_dev.console.timeline import LIMIT, Query, Timeline, event_ref
+from nextup_dev.delivery import backoff
 
 STATIC = Path(__file__).resolve().parent / "static"
 STREAM_EVERY = 0.5  # seconds between looks for news while a browser is open
@@ -88,6 +89,7 @@ class Console:
                     for t in eventing.triggers
                     if t.subscriber.ref is not None
                 }
+                timeline.schedules = {t.name: retry_schedule(t.delivery) for t in eventing.triggers}
                 timeline.routed = lambda attributes: any(
                     t.filter({k: str(v) for k, v in attributes.items()}) for t in eventing.triggers
                 )
@@ -412,6 +414,16 @@ class Console:
         status = await self.stack.post_event(event, "console")
         ref = event_ref(event["source"], event["id"])
         return _json({"id": event["id"], "type": event["type"], "status": status, "ref": ref})
+
+
+def retry_schedule(delivery: Any) -> str:
+    """A Trigger's `delivery` in words: how often, after which waits, then where."""
+    end = "dead-lettered" if delivery.dead_letter is not None else "dropped"
+    if not delivery.retry:
+        return f"no retries, then {end}"
+    waits = [backoff(delivery, n).total_seconds() for n in range(1, delivery.retry + 1)]
+    shown = ", ".join(f"{w:g}" for w in waits[:6]) + (", ..." if len(waits) > 6 else "")
+    return f"{delivery.retry} retries after {shown} s ({delivery.backoff_policy}), then {end}"
 
 
 def _data(event: CloudEvent) -> Any:

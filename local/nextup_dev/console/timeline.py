@@ -128,6 +128,7 @@ class Timeline:
         routed: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.subscribers = subscribers or {}  # Trigger -> the function it delivers to
+        self.schedules: dict[str, str] = {}  # Trigger -> its retry schedule, in words
         self.routed = routed  # whether any Trigger would take an event with these attributes
         self.limit = limit
         self.entries: OrderedDict[str, Entry] = OrderedDict()
@@ -253,6 +254,7 @@ class Timeline:
                     {
                         "trigger": trigger,
                         "function": function,
+                        "schedule": self.schedules.get(trigger),
                         "attempts": list(attempts),
                         "outcome": attempts[-1]["outcome"] if attempts else "pending",
                         "produced": [node(c, seen) for c in produced if c.ref not in seen],

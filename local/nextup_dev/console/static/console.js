@@ -100,7 +100,8 @@ function chainNode(node) {
     h("span", {class: "muted"}, `${node.kind} ${clock(node.at)}`));
   const deliveries = node.deliveries.map((d) => h("li", {class: "delivery"},
     h("div", {}, "→ ", h("strong", {}, d.trigger), d.function ? ` (${d.function})` : "", " ",
-      badge(d.outcome), ` ${d.attempts.length} attempt${d.attempts.length === 1 ? "" : "s"}`),
+      badge(d.outcome), ` ${d.attempts.length} attempt${d.attempts.length === 1 ? "" : "s"}`,
+      d.schedule ? h("span", {class: "muted schedule"}, ` · ${d.schedule}`) : ""),
     attemptsTable(d.attempts),
     d.produced.length ? h("ul", {}, d.produced.map(chainNode)) : ""));
   const mails = node.mails.map((m) => h("li", {class: "mail"},
