@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from devstack import ROOT, DevStack, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from harness import cloud_event, wait_until
+from harness import HttpRecorder, Recorded, cloud_event, wait_until
 from nextup import cli
+from nextup.functions import ALL
 from nextup.store import open_store
 from nextup_dev.console.screenshots import quiet_clock
 
@@ -385,3 +387,44 @@ def test_functions_scaled_to_zero_show_cold_their_start_times_then_scaled_to_zer
     finally:
         page.close()
         stack.stop()
+
+
+def test_an_events_detail_has_every_attempt_with_its_answer_and_the_wait_before_the_next(
+    tmp_path: Path,
+) -> None:
+    """Stand-ins instead of the functions: one answers 503 twice, then 202."""
+    tries: dict[str, int] = {}
+
+    def flaky(request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        event_id = request.headers.get("ce-id", "")
+        tries[event_id] = tries.get(event_id, 0) + 1
+        if tries[event_id] <= 2:
+            return 503, {"content-type": "application/json"}, b'{"error": "busy", "field": null}'
+        return 202, {"content-type": "application/json"}, b'{"outcome": "recorded"}'
+
+    recorder = HttpRecorder(respond=flaky).start()
+    routes = [arg for name in ALL for arg in ("--route", f"{name}={recorder.url}/{name}/")]
+    eventing = quiet_clock(ROOT / "eventing" / "base", tmp_path / "eventing")
+    stack = DevStack(tmp_path / "run", "--quiet", *routes, eventing=eventing).start()
+    try:
+        event_id = f"flaky-{uuid.uuid4().hex[:6]}"
+        post(stack, "todo.task.deleted", {"user_id": "ann", "task_id": "t1"}, event_id)
+        stack.wait_drained(60)
+
+        timeline = httpx.get(f"{stack.base}/ui/api/timeline?id={event_id}", timeout=10).json()
+        [entry] = timeline["events"]
+        assert entry["outcome"] == "delivered" and entry["user"] == "ann"
+        detail = httpx.get(f"{stack.base}/ui/api/events/{entry['ref']}", timeout=10).json()
+        [delivery] = detail["event"]["deliveries"]
+        assert delivery["trigger"] == "schedule-next-task-deleted"
+        first, second, third = delivery["attempts"]
+        assert (first["attempt"], first["status"], first["outcome"]) == (1, 503, "retry")
+        assert first["retry_in"] == 0.5 and first["body"] == {"error": "busy", "field": None}
+        assert (second["attempt"], second["status"], second["retry_in"]) == (2, 503, 1.0)
+        assert (third["attempt"], third["status"], third["outcome"]) == (3, 202, "delivered")
+        assert third["body"] == {"outcome": "recorded"}
+        assert all(a["ms"] >= 0 for a in (first, second, third))
+        assert detail["event"]["attributes"]["traceparent"].startswith("00-")  # stamped
+    finally:
+        stack.stop()
+        recorder.stop()
