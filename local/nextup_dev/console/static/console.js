@@ -38,18 +38,39 @@ const json = (value) => h("pre", {}, JSON.stringify(value, null, 2));
 const table = (heads, rows) => h("table", {},
   h("thead", {}, h("tr", {}, heads.map((x) => h("th", {}, x)))), h("tbody", {}, rows));
 
-async function redraw() {
+function typing() {
+  const el = document.activeElement;
+  return el && main.contains(el) && ["TEXTAREA", "INPUT", "SELECT"].includes(el.tagName);
+}
+
+// The page anew, keeping the field being typed into as it was (value, cursor, focus).
+function replace(content) {
+  const el = typing() ? document.activeElement : null;
+  const kept = el && el.name ? {name: el.name, value: el.value, from: el.selectionStart,
+    to: el.selectionEnd} : null;
+  main.replaceChildren(content);
+  const again = kept && main.querySelector(`[name="${CSS.escape(kept.name)}"]`);
+  if (again) {
+    again.value = kept.value;
+    again.focus();
+    try { again.setSelectionRange(kept.from, kept.to); } catch { /* not a text field */ }
+  }
+}
+
+// `forced` when the person asked (navigation, a button); a live update never replaces
+// the page under someone typing into it: it waits for the next change.
+async function redraw(forced = true) {
   if (!view) return;
-  if (drawing) { again = true; return; }
+  if (drawing) { again = again === true || forced ? true : "live"; return; }
   drawing = true;
   try {
     const content = await view.draw();
-    if (content) main.replaceChildren(content);
+    if (content && (forced || !typing())) replace(content);
   } catch (error) {
-    main.replaceChildren(h("p", {class: "note failed"}, String(error.message || error)));
+    replace(h("p", {class: "note failed"}, String(error.message || error)));
   } finally {
     drawing = false;
-    if (again) { again = false; redraw(); }
+    if (again) { const next = again === true; again = false; redraw(next); }
   }
 }
 
@@ -127,6 +148,7 @@ async function drawEvent(ref) {
 const pick = {id: "", type: "", status: "", since: "", until: "", all: false};
 let planned = null;
 let inspected = null;
+const drafts = {}; // dead-letter file -> its data as being edited, kept across redraws
 
 async function redrive(body, dryRun) {
   planned = await api("/deadletters/redrive", {...body, dry_run: dryRun});
@@ -168,7 +190,9 @@ async function drawDeadLetters() {
   const letter = letters.find((l) => l.file === inspected);
   let detail = "";
   if (letter) {
-    const editor = h("textarea", {id: "letter-data"}, JSON.stringify(letter.data, null, 2));
+    const editor = h("textarea", {id: "letter-data", name: "letter-data",
+      oninput: (e) => { drafts[letter.file] = e.target.value; }},
+      drafts[letter.file] ?? JSON.stringify(letter.data, null, 2));
     const dataOf = () => JSON.parse(editor.value);
     detail = h("div", {class: "card", id: "letter"},
       h("h3", {}, "Dead letter ", h("span", {class: "mono"}, letter.attributes.id)),
@@ -261,7 +285,9 @@ async function drawSend() {
   const {types} = await api("/catalog");
   const type = types.find((t) => t.type === chosen) || types[0];
   chosen = type.type;
-  const editor = h("textarea", {id: "send-data"}, JSON.stringify(type.example, null, 2));
+  const editor = h("textarea", {id: "send-data", name: "send-data",
+    oninput: (e) => { drafts["send:" + chosen] = e.target.value; }},
+    drafts["send:" + chosen] ?? JSON.stringify(type.example, null, 2));
   const id = h("input", {name: "id", placeholder: "a new UUID", size: 36});
   const send = async () => {
     sent = await api("/send", {type: chosen, data: JSON.parse(editor.value), id: id.value.trim() || null});
@@ -301,7 +327,7 @@ function route() {
   // Processes start and stop without an event to say so: the Functions view looks again
   // every two seconds while it is shown (and only then).
   clearInterval(ticking);
-  ticking = known === "functions" ? setInterval(redraw, 2000) : null;
+  ticking = known === "functions" ? setInterval(() => redraw(false), 2000) : null;
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("on", a.dataset.view === (known === "event" ? "timeline" : known));
   }
@@ -314,9 +340,7 @@ function live() {
   stream.addEventListener("open", () => { badgeEl.textContent = "live"; badgeEl.className = "on"; });
   stream.addEventListener("error", () => { badgeEl.textContent = "reconnecting"; badgeEl.className = ""; });
   stream.addEventListener("changed", () => {
-    // Editing (a dead letter's data, an event to send) is never redrawn under the cursor.
-    const typing = document.activeElement && ["TEXTAREA", "INPUT", "SELECT"].includes(document.activeElement.tagName);
-    if (view && view.live && !typing) redraw();
+    if (view && view.live && !typing()) redraw(false);
   });
 }
 
