@@ -108,15 +108,18 @@ async def mirror(
         await consumer.stop()
 
 
-def read_all(directory: Path, limit: int = 1000) -> list[dict[str, Any]]:
-    """The newest `limit` dead letters mirrored into `directory`, newest first, each with
-    `file` (its name there)."""
-    letters = []
-    for path in sorted(directory.glob("*.json"), reverse=True)[:limit]:
-        try:
-            letter = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # removed meanwhile, or not one of ours
-        letter["file"] = path.name
-        letters.append(letter)
-    return letters
+def newest(directory: Path, limit: int = 1000) -> list[str]:
+    """The names of the newest `limit` dead letters mirrored into `directory`, newest first."""
+    return sorted((p.name for p in directory.glob("*.json")), reverse=True)[:limit]
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """One mirrored dead letter, with `file` (its name); None if it is gone or not ours."""
+    try:
+        letter = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(letter, dict):
+        return None
+    letter["file"] = path.name
+    return letter

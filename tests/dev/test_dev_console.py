@@ -428,3 +428,19 @@ def test_an_events_detail_has_every_attempt_with_its_answer_and_the_wait_before_
     finally:
         stack.stop()
         recorder.stop()
+
+
+def test_the_consoles_actions_take_json_only(dev: DevStack) -> None:
+    """A page elsewhere could post a form or plain text to 127.0.0.1; JSON needs a
+    preflight the console never allows, so only its own page and the CLI act."""
+    before = dev.status()["events"]["ticks"]
+    for path in ("/ui/api/ping/reminder-sweep", "/ui/api/send", "/ui/api/deadletters/redrive"):
+        answer = httpx.post(
+            dev.base + path, content=b'{"type": "todo.health.probe", "all": true}', timeout=10
+        )
+        assert answer.status_code == 415, (path, answer.text)
+        answer = httpx.post(
+            dev.base + path, data={"type": "todo.health.probe", "all": "1"}, timeout=10
+        )
+        assert answer.status_code == 415, (path, answer.text)
+    assert dev.status()["events"]["ticks"] == before

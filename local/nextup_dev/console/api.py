@@ -68,6 +68,7 @@ class Console:
         self._seq = 0
         self._dispatcher_pid: int | None = None
         self._lock = asyncio.Lock()
+        self._letters_cache: dict[str, dict[str, Any]] = {}  # file name -> its letter
 
     # Fed by the stack: one append each
 
@@ -138,6 +139,15 @@ class Console:
             ),
         ]
 
+    @staticmethod
+    def _refused(request: Request) -> Response | None:
+        """A POST must say it is JSON: a page elsewhere can post a form or plain text to
+        127.0.0.1 unasked, but not JSON without a preflight this server never allows."""
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return _problem(415, "send JSON (content-type: application/json)")
+        return None
+
     async def index(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -200,15 +210,29 @@ class Console:
     # Dead letters
 
     def _letters(self) -> list[dict[str, Any]]:
-        letters = deadletters.read_all(self.stack.dead_dir)
-        for letter in letters:
-            letter["redriven"] = self.redriven.get(letter["file"])
+        """The mirrored dead letters, newest first; a file is read once (its name is its
+        partition and offset, rewritten only with the same content)."""
+        cache = self._letters_cache
+        names = deadletters.newest(self.stack.dead_dir)
+        letters = []
+        for name in names:
+            letter = cache.get(name)
+            if letter is None:
+                letter = deadletters.read(self.stack.dead_dir / name)
+                if letter is None:
+                    continue
+                cache[name] = letter
+            letters.append({**letter, "redriven": self.redriven.get(name)})
+        for name in set(cache) - set(names):
+            del cache[name]
         return letters
 
     async def dead_letters(self, request: Request) -> Response:
         return _json({"letters": await asyncio.to_thread(self._letters)})
 
     async def redrive(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         try:
             body = await request.json()
             assert isinstance(body, dict)
@@ -371,6 +395,8 @@ class Console:
         )
 
     async def ping(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         name = request.path_params["name"]
         found = [p for p in self.stack.eventing.ping_sources if p.name == name]
         if not found:
@@ -401,6 +427,8 @@ class Console:
     async def send(self, request: Request) -> Response:
         import uuid
 
+        if (refused := self._refused(request)) is not None:
+            return refused
         try:
             body = await request.json()
             event = make_event(
