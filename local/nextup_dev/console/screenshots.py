@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-VIEWS = ("timeline", "chain", "deadletters", "state", "functions", "clock", "send")
+VIEWS = ("timeline", "chain", "mail", "deadletters", "state", "functions", "clock", "send")
 YEARLY = "0 0 1 1 *"
 
 
@@ -104,6 +104,10 @@ def shoot(base: str, out: Path, user: str, chromium: str) -> list[Path]:
         page.goto(f"{base}/ui#timeline")
         expect(page.locator("#timeline")).to_contain_text("todo.reminder.sent", timeout=60_000)
         snap("timeline")
+        page.locator("tr[data-ref]", has_text="todo.reminder.sent").first.click()
+        expect(page.locator("#event .chain")).to_contain_text("mail kept", timeout=30_000)
+        snap("mail")
+        page.goto(f"{base}/ui#timeline")
         page.click(f"tr[data-ref] >> text={user}-done")
         expect(page.locator("#event")).to_contain_text("todo.task.scheduled", timeout=30_000)
         snap("chain")

@@ -118,7 +118,9 @@ function chainNode(node) {
   const head = h("div", {class: "head"},
     h("a", {href: "#event/" + node.ref, class: "mono"}, node.type), " ",
     h("span", {class: "muted mono"}, node.id), " ", badge(node.outcome), " ",
-    h("span", {class: "muted"}, `${node.kind} ${clock(node.at)}`));
+    h("span", {class: "muted"}, `${node.kind} ${clock(node.at)}`),
+    node.data === null || node.data === undefined ? ""
+      : h("div", {class: "muted mono data"}, JSON.stringify(node.data).slice(0, 240)));
   const deliveries = node.deliveries.map((d) => h("li", {class: "delivery"},
     h("div", {}, "→ ", h("strong", {}, d.trigger), d.function ? ` (${d.function})` : "", " ",
       badge(d.outcome), ` ${d.attempts.length} attempt${d.attempts.length === 1 ? "" : "s"}`,
