@@ -157,12 +157,16 @@ class PingData(Model):
 
 @dataclass(frozen=True)
 class EventType:
+    """A type of the catalog. Which functions consume it is not said here: that is their
+    declaration (`nextup.functions`), and `nextup.catalog` lists them from it."""
+
     type: str
     model: type[BaseModel]
     producer: str
-    consumers: tuple[str, ...]
     summary: str
     example: dict[str, Any] = field(default_factory=dict)
+    # Who reads it outside nextup's functions (the todo app, operators).
+    audience: tuple[str, ...] = ()
 
 
 _TASK_EXAMPLE = {
@@ -188,7 +192,6 @@ CATALOG: dict[str, EventType] = {
             TASK_CREATED,
             TaskEvent,
             "the todo app",
-            ("schedule-next",),
             "A task was created: register it and schedule its reminder.",
             _TASK_EXAMPLE,
         ),
@@ -196,7 +199,6 @@ CATALOG: dict[str, EventType] = {
             TASK_UPDATED,
             TaskEvent,
             "the todo app",
-            ("schedule-next",),
             "A task changed: apply the fields present and reschedule its reminder.",
             {"user_id": "u1", "task_id": "t1", "due_at": "2026-11-25T09:00:00+01:00"},
         ),
@@ -204,7 +206,6 @@ CATALOG: dict[str, EventType] = {
             TASK_DELETED,
             TaskRef,
             "the todo app",
-            ("schedule-next",),
             "A task was deleted: cancel its reminder.",
             {"user_id": "u1", "task_id": "t1"},
         ),
@@ -212,7 +213,6 @@ CATALOG: dict[str, EventType] = {
             TASK_COMPLETED,
             TaskCompleted,
             "the todo app",
-            ("complete-task",),
             "A task was completed: mark it done once, cancel its reminder, ask for the next "
             "occurrence if it recurs.",
             {"user_id": "u1", "task_id": "t1", "completed_at": "2026-11-24T10:30:00+01:00"},
@@ -221,7 +221,6 @@ CATALOG: dict[str, EventType] = {
             OCCURRENCE_REQUESTED,
             OccurrenceRequested,
             "complete-task",
-            ("schedule-next",),
             "A recurring task's occurrence was completed: create the next one.",
             {
                 "user_id": "u1",
@@ -242,7 +241,6 @@ CATALOG: dict[str, EventType] = {
             TASK_SCHEDULED,
             TaskScheduled,
             "schedule-next",
-            ("the todo app",),
             "The next occurrence of a recurring task exists.",
             {
                 "user_id": "u1",
@@ -255,12 +253,12 @@ CATALOG: dict[str, EventType] = {
                 "timezone": "Europe/Berlin",
                 "remind_at": "2026-11-27T07:45:00Z",
             },
+            audience=("the todo app",),
         ),
         EventType(
             REMINDER_DUE,
             ReminderDue,
             "any producer",
-            ("send-reminder",),
             "Send every due reminder now (all users, or one user or task).",
             {"user_id": "u1"},
         ),
@@ -268,7 +266,6 @@ CATALOG: dict[str, EventType] = {
             PING,
             PingData,
             "Knative PingSource",
-            ("send-reminder", "health"),
             "A scheduled tick: sweep due reminders; run the health canary.",
             {"sweep": "reminders"},
         ),
@@ -276,7 +273,6 @@ CATALOG: dict[str, EventType] = {
             REMINDER_SENT,
             ReminderSent,
             "send-reminder",
-            ("the todo app",),
             "A reminder went out.",
             {
                 "user_id": "u1",
@@ -287,12 +283,12 @@ CATALOG: dict[str, EventType] = {
                 "due_at": "2026-11-24T09:00:00+01:00",
                 "sent_at": "2026-11-24T07:45:02Z",
             },
+            audience=("the todo app",),
         ),
         EventType(
             REMINDER_FAILED,
             ReminderFailed,
             "send-reminder",
-            ("the todo app",),
             "A reminder could not be delivered and will not be tried again: the recipient "
             "refused it, or kept failing through every retry. `error` says why.",
             {
@@ -305,12 +301,12 @@ CATALOG: dict[str, EventType] = {
                 "due_at": "2026-11-24T09:00:00+01:00",
                 "failed_at": "2026-11-24T07:45:01Z",
             },
+            audience=("the todo app",),
         ),
         EventType(
             HEALTH_PROBE,
             HealthProbe,
             "any producer",
-            ("health",),
             "A canary through the broker: answered with todo.health.reported.",
             {"sent_at": "2026-11-24T09:00:00Z"},
         ),
@@ -318,7 +314,6 @@ CATALOG: dict[str, EventType] = {
             HEALTH_REPORTED,
             HealthReported,
             "health",
-            ("operators",),
             "Every dependency's status and how long the probe took to arrive.",
             {
                 "function": "health",
@@ -327,6 +322,7 @@ CATALOG: dict[str, EventType] = {
                 "delay_ms": 35.0,
                 "probe_id": "p1",
             },
+            audience=("operators",),
         ),
     )
 }
