@@ -83,3 +83,14 @@ def test_every_declared_type_is_in_the_catalog() -> None:
     for function in ALL.values():
         assert set(function.consumes) | function.emits <= set(CATALOG), function.name
     assert any(PING in f.consumes for f in ALL.values())
+
+
+def test_nextup_dev_without_a_checkout_runs_what_eventing_base_holds() -> None:
+    from nextup_dev.manifests import load
+
+    rendered, committed = load(None), load(ROOT / "eventing" / "base")
+    assert rendered.brokers == committed.brokers
+    assert rendered.kafka_sinks == committed.kafka_sinks
+    assert rendered.ping_sources == committed.ping_sources
+    assert rendered.triggers == committed.triggers  # name, subscriber, delivery, order
+    assert [t.name for t in rendered.triggers] == [t.name for t in committed.triggers]
