@@ -13,6 +13,7 @@ event catalog and the small table in `table` this renders:
 - `infra/knative/<name>.yaml`, `sinkbinding.yaml`, `kustomization.yaml`: a Knative Service
   per function, a SinkBinding per function with the `sink` dependency;
 - `stack.yml`: an OpenFaaS function per function;
+- `infra/dapr/dapr.yaml`: each function beside its Dapr sidecar;
 - `infra/kind/lib.sh`: its `FUNCTIONS=(...)` line (the rest is written by hand);
 - `functions/<name>/main.py`: an entry point per function;
 - `docs/EVENTS.md`: the catalog, through `nextup.catalog`.
@@ -302,6 +303,15 @@ def stack(declared: Mapping[str, Function], version: str) -> str:
     return _template("stack-header.yml") + "\n".join(entries)
 
 
+def dapr_run(declared: Mapping[str, Function]) -> str:
+    """`dapr run -f`: each function beside its sidecar, on ports counted from 8081 and 3501."""
+    apps = "".join(
+        fill("dapr-app.yaml", name=name, port=8081 + n, dapr_port=3501 + n)
+        for n, name in enumerate(declared)
+    )
+    return fill("dapr-run.yaml", apps=apps)
+
+
 def constant_of(function: Function) -> str:
     """The name `nextup.functions` binds the declaration to (`COMPLETE_TASK`)."""
     import nextup.functions as module
@@ -348,6 +358,7 @@ def render(root: Path) -> dict[str, str]:
         out["infra/knative/sinkbinding.yaml"] = bindings
     out["infra/knative/kustomization.yaml"] = knative_kustomization(declared)
     out["stack.yml"] = stack(declared, version)
+    out["infra/dapr/dapr.yaml"] = dapr_run(declared)
     out[LIB_SH] = lib_sh((root / LIB_SH).read_text(), declared)
     out["docs/EVENTS.md"] = render_markdown()
     return out
