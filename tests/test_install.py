@@ -144,8 +144,11 @@ def test_nextup_dev_runs_from_the_installed_packages_outside_a_checkout(
 
 
 def _deliver_and_handle(dev: DevChild, core: Path) -> None:
-    # It runs the manifests it rendered: there is no checkout to read them from.
+    # It runs the manifests it rendered: there is no checkout to read them from; so does
+    # its dispatcher, a process of its own.
     assert f"manifests       {RENDERED}" in dev.log()
+    dispatcher_log = (dev.state_dir / "logs" / "dispatcher.log").read_text()
+    assert f"Triggers of {RENDERED}" in dispatcher_log, dispatcher_log[-2000:]
     # Its functions run the installed core's entry point.
     state = dev.state()
     for name, pid in state["pids"].items():
