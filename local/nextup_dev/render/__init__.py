@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from nextup.contract import Function
-from nextup.events import CATALOG, PING, SEED_TYPES
+from nextup.events import CATALOG, DAPR_ENVELOPE, PING, SEED_TYPES
 from nextup_dev.render.table import (
     DELIVERY,
     DEPLOYMENTS,
@@ -82,6 +82,7 @@ def _documents(parts: list[str]) -> str:
 
 
 def functions() -> dict[str, Function]:
+    """The declarations (imported when first rendered: the handlers stay unimported)."""
     from nextup.functions import ALL
 
     return ALL
@@ -186,8 +187,6 @@ def triggers_of(function: Function) -> list[str]:
             ordered = event_type in ORDERED
             out.append(_trigger(function, name, _type_filter(event_type), ordered=ordered))
     if set(function.consumes) & set(SEED_TYPES.values()):
-        from nextup.events import DAPR_ENVELOPE
-
         name = f"{function.name}-{DAPR_TRIGGER}"
         out.append(_trigger(function, name, _type_filter(DAPR_ENVELOPE)))
     return out
