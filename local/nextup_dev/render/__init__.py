@@ -34,6 +34,7 @@ from pathlib import Path
 
 from nextup.contract import Function
 from nextup.events import CATALOG, DAPR_ENVELOPE, PING, SEED_TYPES
+from nextup_dev.manifests import ORDER_ANNOTATION
 from nextup_dev.render.table import (
     DELIVERY,
     DEPLOYMENTS,
@@ -46,7 +47,6 @@ from nextup_dev.render.table import (
 NAMESPACE = "nextup"
 BROKER = "nextup"
 DAPR_TRIGGER = "dapr"
-ORDER_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
 EVENTING_BASE = Path("eventing", "base")
 LIB_SH = "infra/kind/lib.sh"
 _HOLE = re.compile(r"\{\{ (\w+) \}\}")
