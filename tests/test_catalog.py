@@ -12,9 +12,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "EVENTS.md"
 
 
 def test_events_doc_matches_the_models():
-    assert DOC.read_text() == render_markdown(), (
-        "docs/EVENTS.md is stale: run `nextup events docs > docs/EVENTS.md`"
-    )
+    assert DOC.read_text() == render_markdown(), "docs/EVENTS.md is stale: run `make generate`"
 
 
 def test_every_type_is_documented_with_its_fields():

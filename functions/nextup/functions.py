@@ -79,9 +79,9 @@ def _dapr_topics(functions: tuple[Function, ...]) -> dict[str, str]:
     return {t: subscribed.get(t, f.dapr_topic) for f in functions for t in sorted(f.emits)}
 
 
-DAPR_TOPICS = _dapr_topics((COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH))
-COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH = (
-    replace(f, dapr_publish={t: DAPR_TOPICS[t] for t in f.emits})
-    for f in (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)
-)
-ALL = {f.name: f for f in (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)}
+# Every function, in the order the manifests list them.
+_DECLARED = (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)
+DAPR_TOPICS = _dapr_topics(_DECLARED)
+ALL = {f.name: replace(f, dapr_publish={t: DAPR_TOPICS[t] for t in f.emits}) for f in _DECLARED}
+# The names stand for the declarations as completed (with their Dapr topics), as in ALL.
+COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH = ALL.values()

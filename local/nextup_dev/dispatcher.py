@@ -574,7 +574,9 @@ async def _commit_loop(dispatchers: list[TriggerDispatcher], stop: asyncio.Event
         await asyncio.gather(*(d.commit() for d in dispatchers))
 
 
-def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency: int) -> int:
+def serve(
+    eventing_dir: str | None, bootstrap: str, routes: dict[str, str], concurrency: int
+) -> int:
     """The dispatcher as its own process (`python -m nextup_dev.dispatcher`): Tally and Flow
     lines on stdout, stops on SIGTERM or SIGINT, and when the `nextup dev` that started it is
     gone."""
@@ -583,9 +585,9 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
     import sys
     from pathlib import Path
 
-    from nextup_dev.manifests import load
+    from nextup_dev.manifests import RENDERED, load
 
-    eventing = load(Path(eventing_dir))
+    eventing = load(Path(eventing_dir) if eventing_dir else None)
     out = sys.stdout
 
     def write(line: str) -> None:
@@ -611,7 +613,7 @@ def serve(eventing_dir: str, bootstrap: str, routes: dict[str, str], concurrency
 
         report = Reporter(write, log=log)
         log(
-            f"dispatching for {len(eventing.triggers)} Triggers of {eventing_dir}, "
+            f"dispatching for {len(eventing.triggers)} Triggers of {eventing_dir or RENDERED}, "
             f"Kafka {bootstrap}, {concurrency} deliveries in flight per unordered Trigger"
         )
         watcher = asyncio.create_task(orphaned())
@@ -638,7 +640,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="nextup_dev.dispatcher", description=serve.__doc__)
     parser.add_argument("--kafka", required=True, metavar="HOST:PORT")
-    parser.add_argument("--eventing", required=True, help="directory of eventing manifests")
+    parser.add_argument(
+        "--eventing",
+        help="directory of eventing manifests (default: rendered from nextup.functions)",
+    )
     parser.add_argument("--route", action="append", default=[], metavar="NAME=URL")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     args = parser.parse_args(argv)
