@@ -253,10 +253,27 @@ CATALOG: dict[str, EventType] = {
             {"user_id": "u1", "task_id": "t1", "completed_at": "2026-11-24T10:30:00+01:00"},
         ),
         EventType(
+            OCCURRENCE_SKIPPED,
+            OccurrenceSkipped,
+            "the todo app",
+            "The user let an occurrence of a recurring task pass: close it as skipped (not "
+            "done), cancel its reminder, and ask for the next occurrence (once, in either mode).",
+            {"user_id": "u1", "task_id": "t1", "skipped_at": "2026-11-24T08:00:00+01:00"},
+        ),
+        EventType(
+            REMINDER_SNOOZED,
+            ReminderSnoozed,
+            "the todo app",
+            "Remind again later: the task's reminder goes out once more, `for` a while from "
+            "the event's time (ISO 8601 duration) or `until` a time; pending again even if it "
+            "was sent.",
+            {"user_id": "u1", "task_id": "t1", "for": "PT10M"},
+        ),
+        EventType(
             OCCURRENCE_REQUESTED,
             OccurrenceRequested,
             "complete-task",
-            "A recurring task's occurrence was completed: create the next one.",
+            "A recurring task's occurrence was completed or skipped: create the next one.",
             {
                 "user_id": "u1",
                 "task_id": "t1",
@@ -276,7 +293,8 @@ CATALOG: dict[str, EventType] = {
             TASK_SCHEDULED,
             TaskScheduled,
             "schedule-next",
-            "The next occurrence of a recurring task exists.",
+            "The next occurrence of a recurring task exists; `upcoming` lists the due times "
+            "after it (if each is done when due).",
             {
                 "user_id": "u1",
                 "task_id": "t1@20261127T080000Z",
@@ -287,6 +305,11 @@ CATALOG: dict[str, EventType] = {
                 "due_at": "2026-11-27T09:00:00+01:00",
                 "timezone": "Europe/Berlin",
                 "remind_at": "2026-11-27T07:45:00Z",
+                "upcoming": [
+                    "2026-11-30T09:00:00+01:00",
+                    "2026-12-03T09:00:00+01:00",
+                    "2026-12-07T09:00:00+01:00",
+                ],
             },
             audience=("the todo app",),
         ),
@@ -368,6 +391,8 @@ SEED_TYPES = {
     "task.updated": TASK_UPDATED,
     "task.deleted": TASK_DELETED,
     "task.completed": TASK_COMPLETED,
+    "occurrence.skipped": OCCURRENCE_SKIPPED,
+    "reminder.snoozed": REMINDER_SNOOZED,
     "reminder.due": REMINDER_DUE,
     "reminder": REMINDER_DUE,
 }
