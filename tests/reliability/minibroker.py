@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-RETRIED = {404, 408, 409, 429}
+from nextup.errors import KNATIVE_RETRIED, retried_by_broker
+
+RETRIED = KNATIVE_RETRIED
 
 ROUTES = {
     "todo.task.created": "schedule-next",
@@ -83,7 +85,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def retryable(status: int | None) -> bool:
-    return status is None or status >= 500 or status in RETRIED
+    return retried_by_broker(status)
 
 
 def reply_of(response: httpx.Response) -> tuple[dict[str, str], bytes] | None:
