@@ -159,6 +159,16 @@ def reset_deadline(token: Token[float | None]) -> None:
 
 
 @contextlib.contextmanager
+def deadline_in(seconds: float) -> Iterator[float]:
+    """`set_deadline` for a block: the deadline it set."""
+    token = set_deadline(seconds)
+    try:
+        yield _deadline.get()  # type: ignore[misc]
+    finally:
+        reset_deadline(token)
+
+
+@contextlib.contextmanager
 def deadline_at(instant: float) -> Iterator[float]:
     """Inside the block, retries stop at `instant` (a `time.monotonic()` value) or at the
     deadline already set, whichever comes first: a part of a delivery that must leave
