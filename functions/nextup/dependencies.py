@@ -89,18 +89,19 @@ class Statuses:
         return self.server_errors and status >= 500
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Dependency:
-    name: str
+    """One dependency, all that is decided about it."""
+
+    name: str = dataclasses.field(kw_only=False)
     retry: Backoff
     breaker: Breaker | None  # None: no shared breaker
     classify: Classify  # an exception from a call -> what it says of the dependency
     statuses: Statuses  # a reply code -> transient or permanent (for the adapters)
-    timeout: float | None  # seconds for one request (None: set elsewhere, see `doc`)
+    timeout: float | None  # seconds for one request (None: see the entry)
     probe: str | None  # the Services method the health function runs, or None
     # Whether this process uses it, for the health function's report (None: never reported).
     used: Callable[[Settings], bool] | None
-    doc: str = ""
 
     def transient_status(self, status: int) -> bool:
         return self.statuses.transient(status)
@@ -128,12 +129,12 @@ def _recipient(exc: BaseException) -> Verdict:
 
 STORE = Dependency(
     "store",
-    Backoff(),
-    Breaker(),
-    _store,
+    retry=Backoff(),
+    breaker=Breaker(),
+    classify=_store,
     # DynamoDB: throttling, busy, or the service's own fault (`store.dynamodb.store_error`
     # makes them StoreUnavailable, a missing table StoreNotReady, the rest StoreError).
-    Statuses(
+    statuses=Statuses(
         errors=frozenset(
             {
                 "ProvisionedThroughputExceededException",
@@ -146,84 +147,82 @@ STORE = Dependency(
             }
         )
     ),
-    None,
-    "check_store",
-    lambda settings: True,
-    "the task store; a local SQLite store is called on the event loop, without a timeout",
+    timeout=None,  # a local SQLite store is called on the event loop, uninterrupted
+    probe="check_store",
+    used=lambda settings: True,
 )
 SMTP = Dependency(
     "smtp",
-    Backoff(),
-    Breaker(),
+    retry=Backoff(),
+    breaker=Breaker(),
     # `notify.Mailer` raises Unavailable for the server itself; a recipient's refusal
     # (PermanentFailure, RecipientUnavailable) says the server is up, for nobody else.
-    _AWAY,
+    classify=_AWAY,
     # Replies that are the server's, for every recipient: 421 (closing), 530 (not logged
     # in). Other 4xx and 5xx to RCPT or DATA are one recipient's (`notify.classify_smtp`).
-    Statuses(frozenset({421, 530}), server_errors=False),
-    10.0,
-    "check_smtp",
-    lambda settings: bool(settings.smtp_url),
+    statuses=Statuses(frozenset({421, 530}), server_errors=False),
+    timeout=10.0,
+    probe="check_smtp",
+    used=lambda settings: bool(settings.smtp_url),
 )
 WEBHOOKS = Dependency(
     "webhooks",
-    Backoff(attempts=1),
-    None,
-    _recipient,
-    # RecipientUnavailable (later, on the reminder's own backoff); other failures are
+    retry=Backoff(attempts=1),  # a failed webhook is retried on its reminder's backoff
+    breaker=None,  # one user's webhook must never stop anyone else's reminders
+    classify=_recipient,
+    # RecipientUnavailable (later, for this reminder alone); any other failure is
     # PermanentFailure.
-    Statuses(frozenset({408, 425, 429})),
-    None,
-    None,
-    None,
-    "one timeout for the whole POST: NEXTUP_WEBHOOK_TIMEOUT",
+    statuses=Statuses(frozenset({408, 425, 429})),
+    timeout=None,  # one timeout for the whole POST: NEXTUP_WEBHOOK_TIMEOUT
+    probe=None,
+    used=None,
 )
 SINK = Dependency(
     "sink",
-    Backoff(),
-    Breaker(),
-    _AWAY,
+    retry=Backoff(),
+    breaker=Breaker(),
+    classify=_AWAY,
     # A broker ingress answers these while it is starting, overloaded or being rolled.
-    Statuses(frozenset({404, 408, 409, 425, 429})),
-    5.0,
-    "check_sink",
-    lambda settings: bool(settings.sink),
-)
-BACKEND = Dependency(
-    "backend",
-    Backoff(),
-    Breaker(),
-    _AWAY,
-    Statuses(frozenset({408, 429})),  # 409 to a create: it has the task already, done
-    5.0,
-    "check_backend",
-    lambda settings: bool(settings.backend_url),
-)
-OIDC = Dependency(
-    "oidc",
-    Backoff(attempts=1),
-    None,
-    _AWAY,
-    # Said to be transient (Retry-After 2 s); any other answer without a usable document
-    # is Unavailable too, as the keys cannot be checked without it.
-    Statuses(frozenset({429})),
-    5.0,
-    None,
-    None,
-    "the issuer's discovery document and JWKS, fetched once per TTL and on an unknown kid; "
-    "checked on every authenticated event rather than probed",
+    statuses=Statuses(frozenset({404, 408, 409, 425, 429})),
+    timeout=5.0,
+    probe="check_sink",
+    used=lambda settings: bool(settings.sink),
 )
 DAPR = Dependency(
     "dapr",
-    Backoff(),
-    Breaker(),
-    _AWAY,
+    retry=Backoff(),
+    breaker=Breaker(),
+    classify=_AWAY,
     # The sidecar answers 4xx for a pubsub component it does not have yet as well as for
     # a broker that is down: nothing is lost by trying again.
-    Statuses(every_failure=True),
-    5.0,
-    "check_dapr",
-    lambda settings: bool(settings.dapr_http_port),
+    statuses=Statuses(every_failure=True),
+    timeout=5.0,
+    probe="check_dapr",
+    used=lambda settings: bool(settings.dapr_http_port),
+)
+BACKEND = Dependency(
+    "backend",
+    retry=Backoff(),
+    breaker=Breaker(),
+    classify=_AWAY,
+    statuses=Statuses(frozenset({408, 429})),  # 409 to a create: it has the task, done
+    timeout=5.0,
+    probe="check_backend",
+    used=lambda settings: bool(settings.backend_url),
+)
+OIDC = Dependency(
+    "oidc",
+    # The discovery document and JWKS, fetched once per TTL and on an unknown kid; while
+    # the issuer is away the cached keys serve, so one attempt and no breaker.
+    retry=Backoff(attempts=1),
+    breaker=None,
+    classify=_AWAY,
+    # Said to be transient (Retry-After 2 s); any other answer without a usable document
+    # is Unavailable too, as no token can be checked without it.
+    statuses=Statuses(frozenset({429})),
+    timeout=5.0,
+    probe=None,  # checked by every authenticated event, not probed
+    used=None,
 )
 
 DEPENDENCIES: dict[str, Dependency] = {
