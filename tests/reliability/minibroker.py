@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from nextup.errors import KNATIVE_RETRIED, retried_by_broker
 from nextup.functions import ALL
 
-RETRIED = {404, 408, 409, 429}
+RETRIED = KNATIVE_RETRIED
 
 
 def _routes() -> dict[str, tuple[str, ...]]:
@@ -86,7 +87,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def retryable(status: int | None) -> bool:
-    return status is None or status >= 500 or status in RETRIED
+    return retried_by_broker(status)
 
 
 def reply_of(response: httpx.Response) -> tuple[dict[str, str], bytes] | None:
