@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "nextup.logs",
         "nextup.auth",
         "nextup.resilience",
+        "nextup.dependencies",
         "nextup.notify",
         "nextup.webhooks",
         "nextup.emit",
