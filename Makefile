@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-compat lint bench clean kind-up kind-smoke kind-openfaas kind-down
+.PHONY: dev generate test test-compat lint bench clean kind-up kind-smoke kind-openfaas kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml local/pyproject.toml | $(BIN)/python
 
 dev: $(STAMP)
 	$(BIN)/nextup dev $(ARGS)
+
+# Everything that follows from the function declarations (nextup.functions): the Triggers,
+# PingSources, Knative Services, stack.yml, the entry points, docs/EVENTS.md
+# (nextup_dev.render says which). tests/deploy/test_generated.py fails until it is run.
+generate: $(STAMP)
+	$(BIN)/python -m nextup_dev.generate
 
 # Every test, in a time zone that is not UTC (a half-hour-and-a-quarter offset with DST):
 # nothing may depend on the zone of the machine that runs it. Then the tests of what

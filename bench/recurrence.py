@@ -26,6 +26,7 @@ from dateutil.rrule import rrulestr
 
 from bench import describe, machine
 from nextup.recurrence import next_occurrence
+from nextup.recurrence.phrases import translate
 from nextup.recurrence.search import clear_caches
 
 ZONE = "Europe/Berlin"
@@ -35,6 +36,13 @@ RULES = [
     ("MINUTELY", "FREQ=MINUTELY"),
     ("BYDAY/BYSETPOS", "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1"),
 ]
+# What people type, as the phrasebook reads it (`every last workday` is the rule above).
+PHRASES = [
+    "every 2nd tuesday of the month at 9:30",
+    "every 4th thursday of november",
+    "every mon, wed and fri at 18:00",
+]
+RULES += [(f'"{phrase}"', translate(phrase).rule) for phrase in PHRASES]
 COUNT = ";COUNT=1000000"
 AGES = [
     ("1 day", 1),

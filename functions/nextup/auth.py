@@ -39,7 +39,10 @@ from typing import Any
 
 import httpx
 
+from nextup import dependencies
+from nextup.dependencies import OIDC
 from nextup.errors import Unauthorized, Unavailable
+from nextup.resilience import RetryPolicy, call
 
 log = logging.getLogger("nextup.auth")
 
@@ -60,7 +63,7 @@ KEY_TYPES = ("RSA", "EC")
 MAX_TOKEN = 8 * 1024  # a Kubernetes service account token is about 1 KiB
 LEEWAY = 30.0  # seconds of clock skew tolerated on exp and nbf
 REFETCH_INTERVAL = 1.0  # seconds between two JWKS fetches caused by unknown key ids
-FETCH_TIMEOUT = 5.0
+FETCH_TIMEOUT = OIDC.timeout
 MAX_DOCUMENT = 256 * 1024  # discovery document or JWKS larger than this is not one
 DISCOVERY = "/.well-known/openid-configuration"
 
@@ -149,6 +152,7 @@ class Verifier:
         http: httpx.AsyncClient,
         *,
         jwks_ttl: float = 300.0,
+        policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -156,6 +160,9 @@ class Verifier:
         self.audience = audience
         self.http = http
         self.jwks_ttl = jwks_ttl
+        # The issuer's retries (`dependencies.OIDC`, one attempt unless overridden): the
+        # cached keys serve meanwhile.
+        self.policy = policy or RetryPolicy(max_attempts=OIDC.retry.attempts)
         self.clock = clock
         self.monotonic = monotonic
         self._keys: _Keys | None = None
@@ -165,6 +172,15 @@ class Verifier:
     # -- keys ----------------------------------------------------------------------------
 
     async def _get_json(self, url: str, what: str) -> Any:
+        return await call(
+            lambda: self._get_json_once(url, what),
+            breaker=None,
+            policy=self.policy,
+            classify=OIDC.classify,
+            name="oidc",
+        )
+
+    async def _get_json_once(self, url: str, what: str) -> Any:
         try:
             response = await self.http.get(
                 url, timeout=FETCH_TIMEOUT, headers={"accept": "application/json"}
@@ -173,7 +189,7 @@ class Verifier:
             raise Unavailable(
                 f"OIDC {what} unreachable: {type(exc).__name__}", field="oidc", retry_after=2.0
             ) from None
-        if response.status_code >= 500 or response.status_code == 429:
+        if OIDC.transient_status(response.status_code):
             raise Unavailable(
                 f"OIDC {what} answered {response.status_code}", field="oidc", retry_after=2.0
             )
@@ -300,7 +316,7 @@ class Verifier:
         return decoded.claims
 
 
-_verifiers: dict[tuple[str, str, float], Verifier] = {}
+_verifiers: dict[tuple[str, str, float, RetryPolicy], Verifier] = {}
 
 
 def verifier(settings: Any, http: httpx.AsyncClient) -> Verifier:
@@ -313,10 +329,13 @@ def verifier(settings: Any, http: httpx.AsyncClient) -> Verifier:
             field="oidc",
             retry_after=30.0,
         )
-    key = (issuer, audience, settings.oidc_jwks_ttl)
+    policy = dependencies.resolve("oidc", settings).policy
+    key = (issuer, audience, settings.oidc_jwks_ttl, policy)
     found = _verifiers.get(key)
     if found is None or found.http is not http:
-        found = _verifiers[key] = Verifier(issuer, audience, http, jwks_ttl=settings.oidc_jwks_ttl)
+        found = _verifiers[key] = Verifier(
+            issuer, audience, http, jwks_ttl=settings.oidc_jwks_ttl, policy=policy
+        )
     return found
 
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 
+from nextup.dependencies import BACKEND
 from nextup.errors import NotFound, Unavailable
 
 
 def _transient(response: httpx.Response) -> bool:
-    return response.status_code >= 500 or response.status_code in (408, 429)
+    return BACKEND.transient_status(response.status_code)  # the table's, in one place
 
 
 async def create_task(

@@ -1,7 +1,10 @@
-"""Renders the event catalog (`docs/EVENTS.md`) from the models in `nextup.events`.
+"""Renders the event catalog (`docs/EVENTS.md`) from the models in `nextup.events` and
+the function declarations in `nextup.functions` (which functions consume each type).
 
 The document is generated, never edited by hand: a test fails when it and the models
-drift apart. Regenerate with ``nextup events docs > docs/EVENTS.md``.
+drift apart. Regenerate with ``make generate`` (or ``nextup events docs > docs/EVENTS.md``).
+It sits above `nextup.functions` in the layering: the catalog itself (`nextup.events`)
+knows no function.
 """
 
 from __future__ import annotations
@@ -10,6 +13,14 @@ import json
 from typing import Any
 
 from nextup.events import CATALOG, SEED_TYPES, EventType
+from nextup.functions import ALL
+
+
+def consumers(spec: EventType) -> tuple[str, ...]:
+    """The functions declared to consume its type (in declaration order), then who reads it
+    outside nextup (`audience`)."""
+    declared = tuple(name for name, f in ALL.items() if spec.type in f.consumes)
+    return declared + spec.audience
 
 
 def _type_name(schema: dict[str, Any], defs: dict[str, Any]) -> str:
@@ -74,7 +85,7 @@ def _section(spec: EventType) -> list[str]:
         spec.summary,
         "",
         f"- producer: {spec.producer}",
-        f"- consumers: {', '.join(spec.consumers)}",
+        f"- consumers: {', '.join(consumers(spec))}",
         f"- data model: `nextup.events.{spec.model.__name__}`",
         "",
         *_field_table(schema, defs),
@@ -107,7 +118,7 @@ def render_markdown() -> str:
         "| --- | --- | --- |",
     ]
     lines += [
-        f"| [`{t.type}`](#{t.type.replace('.', '')}) | {t.producer} | {', '.join(t.consumers)} |"
+        f"| [`{t.type}`](#{t.type.replace('.', '')}) | {t.producer} | {', '.join(consumers(t))} |"
         for t in CATALOG.values()
     ]
     lines += [

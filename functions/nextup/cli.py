@@ -117,12 +117,19 @@ def _route(text: str) -> tuple[str, str]:
     return name, url
 
 
+# `nextup dev` is the local runtime, a distribution of its own (nextup-dev, in local/) that
+# depends on this one, never the other way round: the command finds it by name when run,
+# as the runtime finds a handler (tests/test_layers.py holds the core to it).
+LOCAL_RUNTIME = "nextup_dev.stack"
+
+
 def _dev(args: argparse.Namespace) -> int:
     import asyncio
+    import importlib
     from pathlib import Path
 
     try:
-        from nextup_dev.stack import Options, default_eventing_dir, main
+        stack = importlib.import_module(LOCAL_RUNTIME)
     except ModuleNotFoundError as exc:
         if exc.name != "nextup_dev":
             raise
@@ -133,11 +140,11 @@ def _dev(args: argparse.Namespace) -> int:
         )
         return 2
 
-    options = Options(
+    options = stack.Options(
         port=args.port,
         kafka=args.kafka,
         store=args.store,
-        eventing=Path(args.eventing) if args.eventing else default_eventing_dir(),
+        eventing=Path(args.eventing) if args.eventing else stack.default_eventing_dir(),
         state_dir=Path(args.state_dir),
         scale_to_zero=args.scale_to_zero,
         idle=args.idle,
@@ -146,7 +153,7 @@ def _dev(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         summary_every=args.summary_every,
     )
-    return asyncio.run(main(options))
+    return asyncio.run(stack.main(options))
 
 
 def _default_ingress(state_dir: str) -> str:
@@ -431,7 +438,9 @@ def parser() -> argparse.ArgumentParser:
         "--store", help="store URL (default: NEXTUP_STORE_URL, else sqlite:///.nextup/state.db)"
     )
     dev.add_argument(
-        "--eventing", help="directory of eventing manifests (default: the project's eventing/)"
+        "--eventing",
+        help="directory of eventing manifests (default: eventing/base of the checkout, else "
+        "rendered from the function declarations)",
     )
     dev.add_argument("--state-dir", default=".nextup", help="mail, dead letters, logs")
     dev.add_argument(

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from nextup.dependencies import DAPR
 from nextup.envelope import CloudEvent, to_structured
 from nextup.errors import Unavailable
 
@@ -33,8 +34,9 @@ async def publish(
 ) -> None:
     """Publish `event` on `topic`; Unavailable unless the sidecar took it (a 2xx).
 
-    Every refusal is retried: the sidecar answers 4xx for a pubsub component it does not
-    have (yet) as well as for a broker that is down, and nothing is lost by trying again.
+    Every refusal is retried (`dependencies.DAPR`): the sidecar answers 4xx for a pubsub
+    component it does not have (yet) as well as for a broker that is down, and nothing is
+    lost by trying again. A refusal the table called permanent would raise RuntimeError.
     """
     headers, body = to_structured(event)
     url = f"{_base(port)}/publish/{quote(pubsub, safe='')}/{quote(topic, safe='')}"
@@ -42,12 +44,15 @@ async def publish(
         response = await client.post(url, content=body, headers=headers, timeout=timeout)
     except httpx.TransportError as exc:
         raise Unavailable(f"Dapr sidecar unreachable: {type(exc).__name__}", field="dapr") from exc
-    if not response.is_success:
-        raise Unavailable(
-            f"Dapr sidecar did not publish to {pubsub}/{topic}: "
-            f"{response.status_code} {response.text[:200]}",
-            field="dapr",
-        )
+    if response.is_success:
+        return
+    if not DAPR.transient_status(response.status_code):
+        raise RuntimeError(f"Dapr sidecar refused to publish: {response.status_code}")
+    raise Unavailable(
+        f"Dapr sidecar did not publish to {pubsub}/{topic}: "
+        f"{response.status_code} {response.text[:200]}",
+        field="dapr",
+    )
 
 
 async def ping(client: httpx.AsyncClient, port: int, *, timeout: float) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import httpx
 
+from nextup.dependencies import SINK
 from nextup.envelope import CloudEvent, to_binary
 from nextup.errors import Unavailable
-
-# A broker ingress answers these while it is starting, overloaded or being rolled.
-RETRYABLE = {404, 408, 409, 425, 429}
 
 
 class SinkRejected(Exception):
@@ -23,7 +21,7 @@ async def post(client: httpx.AsyncClient, url: str, event: CloudEvent, *, timeou
         raise Unavailable(f"sink unreachable: {type(exc).__name__}", field="sink") from exc
     if response.is_success:
         return
-    if response.status_code >= 500 or response.status_code in RETRYABLE:
+    if SINK.transient_status(response.status_code):  # what is transient: the table's
         raise Unavailable(f"sink answered {response.status_code}", field="sink")
     raise SinkRejected(
         f"sink refused event {event['id']}: {response.status_code} {response.text[:200]}"

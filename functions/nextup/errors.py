@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+# What Knative's broker retries besides every 5xx and a delivery that got no answer at
+# all (refused, reset, timed out); any other non-2xx goes to the dead-letter sink. The one
+# copy: the runtime's Dapr answers, `nextup dev`'s dispatcher and the tests' broker read it.
+KNATIVE_RETRIED = frozenset({404, 408, 409, 429})
+
+
+def retried_by_broker(status: int | None) -> bool:
+    """Whether Knative redelivers after this answer (None: no answer at all)."""
+    return status is None or status >= 500 or status in KNATIVE_RETRIED
+
 
 class EventError(Exception):
     """An event that cannot be processed, with the HTTP status that says why."""

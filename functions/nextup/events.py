@@ -192,12 +192,16 @@ class PingData(Model):
 
 @dataclass(frozen=True)
 class EventType:
+    """A type of the catalog. Which functions consume it is not said here: that is their
+    declaration (`nextup.functions`), and `nextup.catalog` lists them from it."""
+
     type: str
     model: type[BaseModel]
     producer: str
-    consumers: tuple[str, ...]
     summary: str
     example: dict[str, Any] = field(default_factory=dict)
+    # Who reads it outside nextup's functions (the todo app, operators).
+    audience: tuple[str, ...] = ()
 
 
 _TASK_EXAMPLE = {
@@ -223,7 +227,6 @@ CATALOG: dict[str, EventType] = {
             TASK_CREATED,
             TaskEvent,
             "the todo app",
-            ("schedule-next",),
             "A task was created: register it and schedule its reminder.",
             _TASK_EXAMPLE,
         ),
@@ -231,7 +234,6 @@ CATALOG: dict[str, EventType] = {
             TASK_UPDATED,
             TaskEvent,
             "the todo app",
-            ("schedule-next",),
             "A task changed: apply the fields present and reschedule its reminder.",
             {"user_id": "u1", "task_id": "t1", "due_at": "2026-11-25T09:00:00+01:00"},
         ),
@@ -239,7 +241,6 @@ CATALOG: dict[str, EventType] = {
             TASK_DELETED,
             TaskRef,
             "the todo app",
-            ("schedule-next",),
             "A task was deleted: cancel its reminder.",
             {"user_id": "u1", "task_id": "t1"},
         ),
@@ -247,17 +248,32 @@ CATALOG: dict[str, EventType] = {
             TASK_COMPLETED,
             TaskCompleted,
             "the todo app",
-            ("complete-task",),
             "A task was completed: mark it done once, cancel its reminder, ask for the next "
             "occurrence if it recurs.",
             {"user_id": "u1", "task_id": "t1", "completed_at": "2026-11-24T10:30:00+01:00"},
         ),
         EventType(
+            OCCURRENCE_SKIPPED,
+            OccurrenceSkipped,
+            "the todo app",
+            "The user let an occurrence of a recurring task pass: close it as skipped (not "
+            "done), cancel its reminder, and ask for the next occurrence (once, in either mode).",
+            {"user_id": "u1", "task_id": "t1", "skipped_at": "2026-11-24T08:00:00+01:00"},
+        ),
+        EventType(
+            REMINDER_SNOOZED,
+            ReminderSnoozed,
+            "the todo app",
+            "Remind again later: the task's reminder goes out once more, `for` a while from "
+            "the event's time (ISO 8601 duration) or `until` a time; pending again even if it "
+            "was sent.",
+            {"user_id": "u1", "task_id": "t1", "for": "PT10M"},
+        ),
+        EventType(
             OCCURRENCE_REQUESTED,
             OccurrenceRequested,
             "complete-task",
-            ("schedule-next",),
-            "A recurring task's occurrence was completed: create the next one.",
+            "A recurring task's occurrence was completed or skipped: create the next one.",
             {
                 "user_id": "u1",
                 "task_id": "t1",
@@ -277,8 +293,8 @@ CATALOG: dict[str, EventType] = {
             TASK_SCHEDULED,
             TaskScheduled,
             "schedule-next",
-            ("the todo app",),
-            "The next occurrence of a recurring task exists.",
+            "The next occurrence of a recurring task exists; `upcoming` lists the due times "
+            "after it (if each is done when due).",
             {
                 "user_id": "u1",
                 "task_id": "t1@20261127T080000Z",
@@ -289,13 +305,18 @@ CATALOG: dict[str, EventType] = {
                 "due_at": "2026-11-27T09:00:00+01:00",
                 "timezone": "Europe/Berlin",
                 "remind_at": "2026-11-27T07:45:00Z",
+                "upcoming": [
+                    "2026-11-30T09:00:00+01:00",
+                    "2026-12-03T09:00:00+01:00",
+                    "2026-12-07T09:00:00+01:00",
+                ],
             },
+            audience=("the todo app",),
         ),
         EventType(
             REMINDER_DUE,
             ReminderDue,
             "any producer",
-            ("send-reminder",),
             "Send every due reminder now (all users, or one user or task).",
             {"user_id": "u1"},
         ),
@@ -303,7 +324,6 @@ CATALOG: dict[str, EventType] = {
             PING,
             PingData,
             "Knative PingSource",
-            ("send-reminder", "health"),
             "A scheduled tick: sweep due reminders; run the health canary.",
             {"sweep": "reminders"},
         ),
@@ -311,7 +331,6 @@ CATALOG: dict[str, EventType] = {
             REMINDER_SENT,
             ReminderSent,
             "send-reminder",
-            ("the todo app",),
             "A reminder went out.",
             {
                 "user_id": "u1",
@@ -322,12 +341,12 @@ CATALOG: dict[str, EventType] = {
                 "due_at": "2026-11-24T09:00:00+01:00",
                 "sent_at": "2026-11-24T07:45:02Z",
             },
+            audience=("the todo app",),
         ),
         EventType(
             REMINDER_FAILED,
             ReminderFailed,
             "send-reminder",
-            ("the todo app",),
             "A reminder could not be delivered and will not be tried again: the recipient "
             "refused it, or kept failing through every retry. `error` says why.",
             {
@@ -340,12 +359,12 @@ CATALOG: dict[str, EventType] = {
                 "due_at": "2026-11-24T09:00:00+01:00",
                 "failed_at": "2026-11-24T07:45:01Z",
             },
+            audience=("the todo app",),
         ),
         EventType(
             HEALTH_PROBE,
             HealthProbe,
             "any producer",
-            ("health",),
             "A canary through the broker: answered with todo.health.reported.",
             {"sent_at": "2026-11-24T09:00:00Z"},
         ),
@@ -353,7 +372,6 @@ CATALOG: dict[str, EventType] = {
             HEALTH_REPORTED,
             HealthReported,
             "health",
-            ("operators",),
             "Every dependency's status and how long the probe took to arrive.",
             {
                 "function": "health",
@@ -362,6 +380,7 @@ CATALOG: dict[str, EventType] = {
                 "delay_ms": 35.0,
                 "probe_id": "p1",
             },
+            audience=("operators",),
         ),
     )
 }
@@ -372,6 +391,8 @@ SEED_TYPES = {
     "task.updated": TASK_UPDATED,
     "task.deleted": TASK_DELETED,
     "task.completed": TASK_COMPLETED,
+    "occurrence.skipped": OCCURRENCE_SKIPPED,
+    "reminder.snoozed": REMINDER_SNOOZED,
     "reminder.due": REMINDER_DUE,
     "reminder": REMINDER_DUE,
 }

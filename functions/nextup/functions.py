@@ -15,10 +15,12 @@ from nextup.events import (
     HEALTH_PROBE,
     HEALTH_REPORTED,
     OCCURRENCE_REQUESTED,
+    OCCURRENCE_SKIPPED,
     PING,
     REMINDER_DUE,
     REMINDER_FAILED,
     REMINDER_SENT,
+    REMINDER_SNOOZED,
     TASK_COMPLETED,
     TASK_CREATED,
     TASK_DELETED,
@@ -30,7 +32,10 @@ _SCHEDULE_NEXT = "nextup.handlers.schedule_next"
 
 COMPLETE_TASK = Function(
     name="complete-task",
-    consumes={TASK_COMPLETED: "nextup.handlers.complete_task:handle"},
+    consumes={
+        TASK_COMPLETED: "nextup.handlers.complete_task:handle",
+        OCCURRENCE_SKIPPED: "nextup.handlers.complete_task:skip",
+    },
     emits=frozenset({OCCURRENCE_REQUESTED}),
     dependencies=("store",),
     dapr_topic="task-events",
@@ -42,6 +47,7 @@ SCHEDULE_NEXT = Function(
         TASK_UPDATED: f"{_SCHEDULE_NEXT}:updated",
         TASK_DELETED: f"{_SCHEDULE_NEXT}:deleted",
         OCCURRENCE_REQUESTED: f"{_SCHEDULE_NEXT}:occurrence",
+        REMINDER_SNOOZED: f"{_SCHEDULE_NEXT}:snoozed",
     },
     emits=frozenset({TASK_SCHEDULED}),
     dependencies=("store", "backend"),
@@ -79,9 +85,9 @@ def _dapr_topics(functions: tuple[Function, ...]) -> dict[str, str]:
     return {t: subscribed.get(t, f.dapr_topic) for f in functions for t in sorted(f.emits)}
 
 
-DAPR_TOPICS = _dapr_topics((COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH))
-COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH = (
-    replace(f, dapr_publish={t: DAPR_TOPICS[t] for t in f.emits})
-    for f in (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)
-)
-ALL = {f.name: f for f in (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)}
+# Every function, in the order the manifests list them.
+_DECLARED = (COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH)
+DAPR_TOPICS = _dapr_topics(_DECLARED)
+ALL = {f.name: replace(f, dapr_publish={t: DAPR_TOPICS[t] for t in f.emits}) for f in _DECLARED}
+# The names stand for the declarations as completed (with their Dapr topics), as in ALL.
+COMPLETE_TASK, SCHEDULE_NEXT, SEND_REMINDER, HEALTH = ALL.values()

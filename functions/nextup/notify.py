@@ -38,6 +38,7 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
 from urllib.parse import unquote, urlsplit
 
+from nextup.dependencies import SMTP
 from nextup.errors import Unavailable
 from nextup.targets import mailbox
 
@@ -134,10 +135,6 @@ class SmtpConfig:
 
 class Mailer:
     """Blocking SMTP client; the async callers run it in a thread."""
-
-    # What `services` retries and counts against the SMTP breaker: the server being away.
-    # A recipient's refusal is neither: the server answered, and it is up.
-    TRANSIENT = (Unavailable,)
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
@@ -275,7 +272,7 @@ def classify_smtp(exc: BaseException, recipient: str) -> Exception:
         where = "message"
     else:
         return _server_down(exc)
-    if code == 421 or code == 530 or not 400 <= code < 600:
+    if SMTP.transient_status(code) or not 400 <= code < 600:
         return _server_down(exc)
     if code < 500:
         return RecipientUnavailable(f"SMTP server deferred the {where}: {code}")

@@ -33,7 +33,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from nextup import logs
+from nextup import logs, resilience
 from nextup.config import settings as load_settings
 from nextup.contract import Context, Effect, Function, Result, Transaction
 from nextup.envelope import MAX_BODY, CloudEvent, event_key, parse_http, to_binary
@@ -44,14 +44,13 @@ from nextup.errors import (
     Unauthorized,
     Unavailable,
     UnprocessableContent,
+    retried_by_broker,
 )
 from nextup.events import PING, Decoded, decode
 from nextup.services import Services
 
 LIVENESS = ("/health/liveness", "/_/health")
 READINESS = ("/health/readiness", "/_/ready")
-# What the broker retries; Dapr is told RETRY for these and DROP for other client errors.
-RETRIED = {404, 408, 409, 429}
 # Rounds of read, decide and commit before a transaction that keeps losing races gives up
 # (503: the broker tries again later).
 COMMIT_ROUNDS = 8
@@ -111,7 +110,7 @@ def _dapr(response: Response) -> Response:
     status = response.status_code
     if status < 300:
         verdict = "SUCCESS"
-    elif status >= 500 or status in RETRIED:
+    elif retried_by_broker(status):  # what the broker would retry, Dapr is told to
         verdict = "RETRY"
     else:
         verdict = "DROP"
@@ -214,6 +213,9 @@ class App:
         event: CloudEvent | None = None
         decoded: Decoded | None = None
         outcome, error = "error", None
+        # Every retry in this delivery stops at its deadline (`resilience.call`), which is
+        # inside the Trigger's timeout: the broker gets a 503 in time, never a timeout.
+        deadline = resilience.set_deadline(services.settings.event_deadline)
         try:
             if services.settings.oidc_issuer or services.settings.oidc_audience:
                 from nextup import auth  # only functions with OIDC pay for its import
@@ -241,6 +243,8 @@ class App:
         except Exception:
             self.log.exception("handler failed", extra=self._fields(event, decoded))
             response = _json({"error": "internal error", "field": None}, 500)
+        finally:
+            resilience.reset_deadline(deadline)
         fields = self._fields(event, decoded)
         fields.update(
             outcome=outcome,

@@ -1,27 +1,30 @@
 """The dependencies a function talks to, opened lazily once per process.
 
-Every call goes through `resilience.call`: retries inside the event's time budget and a
-circuit breaker per dependency, so a handler only ever sees success, a client error, or
-`Unavailable` (503: the broker redelivers later). Mail and webhooks may also fail for one
-recipient alone (`notify.PermanentFailure`, `notify.RecipientUnavailable`); webhooks
-share no breaker, as each is a server of its own. Nothing is opened at import time:
-a cold start pays only for what the first event needs.
+Every call goes through `resilience.call` with its dependency's entry in
+`nextup.dependencies` (retries, breaker, what is transient), inside the time budget of
+the call and the deadline of the event, so a handler only ever sees success, a client
+error, or `Unavailable` (503: the broker redelivers later). Mail and webhooks may also
+fail for one recipient alone (`notify.PermanentFailure`, `notify.RecipientUnavailable`);
+webhooks share no breaker, as each is a server of its own. Nothing is opened at import
+time: a cold start pays only for what the first event needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nextup import dependencies, resilience
 from nextup.config import Settings
 from nextup.envelope import CloudEvent
 from nextup.errors import Unavailable
 from nextup.events import Check
-from nextup.resilience import CircuitBreaker, RetryPolicy, call
+from nextup.resilience import CircuitBreaker, call
 
 if TYPE_CHECKING:  # imported where used: a cold start pays only for what its event needs
     import httpx
@@ -41,7 +44,7 @@ class Services:
         self.settings = settings
         self.function = function
         self.source = settings.source or f"/nextup/{function}"
-        self.policy = RetryPolicy(budget=settings.retry_budget)
+        self._resolved: dict[str, dependencies.Resolved] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._store = None
         self._http: httpx.AsyncClient | None = None
@@ -51,30 +54,40 @@ class Services:
 
     # Plumbing
 
+    def dependency(self, name: str) -> dependencies.Resolved:
+        """The dependency's entry with this process's settings applied."""
+        if name not in self._resolved:
+            self._resolved[name] = dependencies.resolve(name, self.settings)
+        return self._resolved[name]
+
     def breaker(self, name: str) -> CircuitBreaker:
+        """The dependency's breaker, shared by every call in this process (KeyError for a
+        dependency that has none, like webhooks)."""
         if name not in self._breakers:
-            self._breakers[name] = CircuitBreaker(
-                name,
-                failure_threshold=self.settings.breaker_failures,
-                recovery_timeout=self.settings.breaker_recovery,
-            )
+            breaker = self.dependency(name).new_breaker()
+            if breaker is None:
+                raise KeyError(f"{name} has no breaker")
+            self._breakers[name] = breaker
         return self._breakers[name]
 
     async def _guarded(
-        self,
-        name: str,
-        operation: Callable[[], Awaitable[T]],
-        transient: tuple,
-        *,
-        bounded: bool = True,
+        self, name: str, operation: Callable[[], Awaitable[T]], *, bounded: bool = True
     ) -> T:
+        resolved = self.dependency(name)
         return await call(
             operation,
-            breaker=self.breaker(name),
-            policy=self.policy,
-            transient=transient,
+            breaker=self.breaker(name) if resolved.failures is not None else None,
+            policy=resolved.policy,
+            classify=resolved.dependency.classify,
             bounded=bounded,
+            name=name,
         )
+
+    def timeout(self, name: str) -> float:
+        """Seconds one request to `name` may take, from the table."""
+        timeout = dependencies.DEPENDENCIES[name].timeout
+        assert timeout is not None, name
+        return timeout
 
     @property
     def can_emit_many(self) -> bool:
@@ -108,18 +121,14 @@ class Services:
         """Run a store call with retries and the store's breaker: a local store's on the
         event loop (an SQLite call costs less than the hop to a thread), a remote one's
         in a thread."""
-        from nextup.store import StoreUnavailable
-
         call_store = functools.partial(method, *args, **kwargs)
         if self.store.local:
 
             async def inline() -> T:
                 return call_store()
 
-            return await self._guarded("store", inline, (StoreUnavailable,), bounded=False)
-        return await self._guarded(
-            "store", lambda: asyncio.to_thread(call_store), (StoreUnavailable,)
-        )
+            return await self._guarded("store", inline, bounded=False)
+        return await self._guarded("store", lambda: asyncio.to_thread(call_store))
 
     # Mail, webhooks, sink, backend
 
@@ -129,35 +138,37 @@ class Services:
             from nextup import notify
 
             password = self.settings.smtp_password
-            self._mailer = notify.Mailer(
-                notify.SmtpConfig.from_url(
-                    self.settings.smtp_url,
-                    sender=self.settings.smtp_from,
-                    password=password.get_secret_value() if password else None,
-                )
+            config = notify.SmtpConfig.from_url(
+                self.settings.smtp_url,
+                sender=self.settings.smtp_from,
+                password=password.get_secret_value() if password else None,
             )
+            self._mailer = notify.Mailer(dataclasses.replace(config, timeout=self.timeout("smtp")))
         return self._mailer
 
     async def mail(self, to: str, message: notify.Message) -> None:
-        from nextup import notify
-
         mailer = self.mailer
         if mailer is None:
             raise Unavailable("no SMTP server configured (NEXTUP_SMTP_URL)", field="smtp")
-        await self._guarded(
-            "smtp", lambda: asyncio.to_thread(mailer.send, to, message), notify.Mailer.TRANSIENT
-        )
+        await self._guarded("smtp", lambda: asyncio.to_thread(mailer.send, to, message))
 
     async def webhook(self, url: str, message: notify.Message) -> None:
         from nextup import webhooks
 
-        # No retries or breaker shared by all webhooks: each is a server of its own, and
-        # one user's failing webhook must not hold back anyone else's.
+        # No retries or breaker shared by all webhooks (`dependencies.WEBHOOKS`): each is
+        # a server of its own, and one user's failing webhook must not hold back anyone
+        # else's. Its one timeout ends at the event's deadline at the latest.
+        left = resilience.remaining(self.settings.webhook_timeout)
+        if left <= 0:
+            raise resilience.DeadlineExceeded(
+                "webhooks: the event's deadline has passed", field="webhooks"
+            )
+        timeout = min(self.settings.webhook_timeout, left)
         await webhooks.post(
             url,
             message,
             policy=webhooks.WebhookPolicy(self.settings.webhook_allow),
-            timeout=self.settings.webhook_timeout,
+            timeout=timeout,
         )
 
     async def emit(self, event: CloudEvent) -> None:
@@ -166,9 +177,8 @@ class Services:
         sink = self.settings.sink
         if sink is None:
             raise RuntimeError("emit() needs a sink; without one the event is the reply")
-        await self._guarded(
-            "sink", lambda: post(self.http, sink, event, timeout=5.0), (Unavailable,)
-        )
+        timeout = self.timeout("sink")
+        await self._guarded("sink", lambda: post(self.http, sink, event, timeout=timeout))
 
     async def publish(self, event: CloudEvent, topic: str) -> None:
         """Publish an emitted event through the Dapr sidecar (`nextup.dapr`)."""
@@ -177,77 +187,70 @@ class Services:
         port = self.settings.dapr_http_port
         if port is None:
             raise RuntimeError("publish() needs DAPR_HTTP_PORT")
-        pubsub = self.settings.dapr_pubsub
+        pubsub, timeout = self.settings.dapr_pubsub, self.timeout("dapr")
         await self._guarded(
-            "dapr",
-            lambda: dapr.publish(self.http, port, pubsub, topic, event, timeout=5.0),
-            (Unavailable,),
+            "dapr", lambda: dapr.publish(self.http, port, pubsub, topic, event, timeout=timeout)
         )
 
     async def backend_create_task(self, task: dict[str, Any], *, idempotency_key: str) -> None:
         from nextup import backend
 
-        base = self.settings.backend_url
+        base, timeout = self.settings.backend_url, self.timeout("backend")
         if base:
             await self._guarded(
                 "backend",
                 lambda: backend.create_task(
-                    self.http, base, task, idempotency_key=idempotency_key, timeout=5.0
+                    self.http, base, task, idempotency_key=idempotency_key, timeout=timeout
                 ),
-                (Unavailable,),
             )
 
     async def backend_user_email(self, user_id: str) -> str | None:
         from nextup import backend
 
-        base = self.settings.backend_url
+        base, timeout = self.settings.backend_url, self.timeout("backend")
         if not base:
             return None
         return await self._guarded(
-            "backend",
-            lambda: backend.user_email(self.http, base, user_id, timeout=5.0),
-            (Unavailable,),
+            "backend", lambda: backend.user_email(self.http, base, user_id, timeout=timeout)
         )
 
     # Health
 
     def configured(self) -> tuple[str, ...]:
         """Every dependency of the function set that this process is configured to use."""
-        settings = self.settings
-        present = {
-            "store": True,
-            "smtp": bool(settings.smtp_url),
-            "sink": bool(settings.sink),
-            "dapr": bool(settings.dapr_http_port),
-            "backend": bool(settings.backend_url),
-        }
-        return tuple(name for name, used in present.items() if used)
+        return tuple(
+            d.name
+            for d in dependencies.DEPENDENCIES.values()
+            if d.used is not None and d.used(self.settings)
+        )
 
-    def checks(self, dependencies: tuple[str, ...]) -> dict[str, Callable[[], Awaitable[None]]]:
-        """The readiness probes of the dependencies this function uses."""
+    def checks(self, names: tuple[str, ...]) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The readiness probes (each dependency's `probe` in the table) of the dependencies
+        this function uses. Emitted events go through the Dapr sidecar when there is one
+        and no sink, so the sidecar is probed for the sink then; an optional dependency
+        that is not configured is not probed."""
+        settings = self.settings
         probes: dict[str, Callable[[], Awaitable[None]]] = {}
-        for name in dependencies:
-            if name == "store":
-                probes[name] = lambda: asyncio.to_thread(self.store.ping)
-            elif name == "smtp":
-                probes[name] = self._check_smtp
-            elif name == "sink" and self.settings.dapr_http_port and not self.settings.sink:
-                probes["dapr"] = self._check_dapr  # emitted events go through the sidecar
-            elif name == "sink":
-                probes[name] = self._check_sink
-            elif name == "dapr" and self.settings.dapr_http_port:
-                probes[name] = self._check_dapr
-            elif name == "backend" and self.settings.backend_url:
-                probes[name] = self._check_backend
+        for name in names:
+            if name == "sink" and settings.dapr_http_port and not settings.sink:
+                name = "dapr"
+            entry = dependencies.DEPENDENCIES[name]
+            optional = name in ("dapr", "backend")
+            if entry.probe is None or (optional and entry.used and not entry.used(settings)):
+                continue
+            probes[name] = getattr(self, entry.probe)
         return probes
 
-    async def _check_smtp(self) -> None:
+    async def check_store(self) -> None:
+        await asyncio.to_thread(self.store.ping)
+
+    async def check_smtp(self) -> None:
         mailer = self.mailer
         if mailer is None:
             raise Unavailable("NEXTUP_SMTP_URL is not set", field="smtp")
         await asyncio.to_thread(mailer.ping)
 
-    async def _check_sink(self) -> None:
+    async def check_sink(self) -> None:
         if not self.settings.sink:
             raise Unavailable(
                 "K_SINK is not set (nor DAPR_HTTP_PORT): this function may emit several "
@@ -258,13 +261,13 @@ class Services:
 
         await ping(self.http, self.settings.sink, timeout=CHECK_TIMEOUT)
 
-    async def _check_dapr(self) -> None:
+    async def check_dapr(self) -> None:
         from nextup import dapr
 
         assert self.settings.dapr_http_port is not None
         await dapr.ping(self.http, self.settings.dapr_http_port, timeout=CHECK_TIMEOUT)
 
-    async def _check_backend(self) -> None:
+    async def check_backend(self) -> None:
         import httpx
 
         try:
@@ -274,7 +277,7 @@ class Services:
                 f"backend unreachable: {type(exc).__name__}", field="backend"
             ) from exc
 
-    async def run_checks(self, dependencies: tuple[str, ...]) -> dict[str, Check]:
+    async def run_checks(self, names: tuple[str, ...]) -> dict[str, Check]:
         """Every probe at once, each within CHECK_TIMEOUT; a failure names its cause. A
         check answers for CHECK_TTL seconds, and probes arriving while one is under way
         wait for it instead of starting their own."""
@@ -296,7 +299,7 @@ class Services:
                 self._checked[name] = known
             return known[1]
 
-        probes = self.checks(dependencies)
+        probes = self.checks(names)
         results = await asyncio.gather(*(cached(n, p) for n, p in probes.items()))
         return dict(zip(probes, results, strict=True))
 

@@ -33,6 +33,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from nextup.dependencies import WEBHOOKS
 from nextup.notify import Message, PermanentFailure, RecipientUnavailable
 from nextup.targets import Address, WebhookTarget, webhook_target
 
@@ -40,7 +41,6 @@ from nextup.targets import Address, WebhookTarget, webhook_target
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 DEFAULT_TIMEOUT = 10.0
 MAX_RETRY_AFTER = 86_400.0  # a day: beyond that a reminder has missed its moment anyway
-_RETRIED = {408, 425, 429}
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -234,7 +234,7 @@ async def _post(
     status = response.status_code
     if response.is_success:
         return
-    if status in _RETRIED or status >= 500:
+    if WEBHOOKS.transient_status(status):  # later, for this recipient: the table says
         raise RecipientUnavailable(
             f"webhook answered {status}", retry_after=retry_after(response.headers)
         )

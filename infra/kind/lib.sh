@@ -12,6 +12,7 @@ source "$ROOT/infra/versions.env"
 CLUSTER="${NEXTUP_KIND_CLUSTER:-nextup}"
 CONTEXT="kind-$CLUSTER"
 NAMESPACE=nextup
+# Rendered from nextup.functions by `make generate`.
 FUNCTIONS=(complete-task schedule-next send-reminder health)
 # The image tag is the project version; Knative does not resolve dev.local/ names in a
 # registry, so images loaded with `kind load` are used as they are.

@@ -1,6 +1,7 @@
 """`nextup dev`: the whole function set on a laptop, with Knative Kafka Broker semantics.
 
-Read from the same `eventing/` manifests that deploy to Knative. One module per job:
+Read from the same `eventing/` manifests that deploy to Knative (or, without a checkout, the
+same manifests rendered from the declarations). One module per job:
 
 | module | what it holds |
 | --- | --- |
@@ -21,6 +22,8 @@ Read from the same `eventing/` manifests that deploy to Knative. One module per 
 | `status` | what flows, per Trigger, for the terminal |
 | `console` | the web console at `/ui`: timeline, dead letters and re-drive, state, clock |
 | `stack` | starts and stops all of the above: the body of `nextup dev` |
+| `render` | every file that follows from the function declarations (`eventing/base` too) |
+| `generate` | `make generate`: writes what `render` renders, or `--check`s it |
 
 Nothing under `nextup_dev` is imported by the functions themselves: a function's cold
 start never pays for aiokafka, aiosmtpd or YAML.

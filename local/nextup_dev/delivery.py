@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 
+from nextup.errors import KNATIVE_RETRIED, retried_by_broker
 from nextup_dev.manifests import Delivery
 
 # Knative retries these besides every 5xx; any other non-2xx answer fails at once.
-RETRIED_STATUS = frozenset({404, 408, 409, 429})
+RETRIED_STATUS = KNATIVE_RETRIED
 ERROR_DATA_LIMIT = 1024
 DEST, CODE, DATA = "knativeerrordest", "knativeerrorcode", "knativeerrordata"
 
@@ -23,7 +24,7 @@ def succeeded(status: int) -> bool:
 
 def retryable(status: int | None) -> bool:
     """No answer at all (refused, reset, timed out) is retried like a 5xx."""
-    return status is None or status >= 500 or status in RETRIED_STATUS
+    return retried_by_broker(status)
 
 
 def backoff(delivery: Delivery, retry: int) -> timedelta:

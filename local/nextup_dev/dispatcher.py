@@ -590,7 +590,7 @@ async def _commit_loop(dispatchers: list[TriggerDispatcher], stop: asyncio.Event
 
 
 def serve(
-    eventing_dir: str,
+    eventing_dir: str | None,
     bootstrap: str,
     routes: dict[str, str],
     concurrency: int,
@@ -604,9 +604,9 @@ def serve(
     import sys
     from pathlib import Path
 
-    from nextup_dev.manifests import load
+    from nextup_dev.manifests import RENDERED, load
 
-    eventing = load(Path(eventing_dir))
+    eventing = load(Path(eventing_dir) if eventing_dir else None)
     out = sys.stdout
 
     def write(line: str) -> None:
@@ -636,7 +636,7 @@ def serve(
         report = Reporter(write, log=log, attempts=ring)
         server = await attempts.serve(ring, console_port) if ring is not None else None
         log(
-            f"dispatching for {len(eventing.triggers)} Triggers of {eventing_dir}, "
+            f"dispatching for {len(eventing.triggers)} Triggers of {eventing_dir or RENDERED}, "
             f"Kafka {bootstrap}, {concurrency} deliveries in flight per unordered Trigger"
         )
         watcher = asyncio.create_task(orphaned())
@@ -665,7 +665,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="nextup_dev.dispatcher", description=serve.__doc__)
     parser.add_argument("--kafka", required=True, metavar="HOST:PORT")
-    parser.add_argument("--eventing", required=True, help="directory of eventing manifests")
+    parser.add_argument(
+        "--eventing",
+        help="directory of eventing manifests (default: rendered from nextup.functions)",
+    )
     parser.add_argument("--route", action="append", default=[], metavar="NAME=URL")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--console-port", type=int, help="serve delivery attempts here")

@@ -322,32 +322,59 @@ def _ping_source(known: Eventing, spec, namespace, name, where) -> PingSource:
     )
 
 
-def resource_files(directory: Path) -> list[Path]:
-    """The manifest files of `directory`: those its kustomization lists, else every YAML."""
+RENDERED = "the declarations in nextup.functions (rendered by nextup_dev.render)"
+
+
+def _listed(kustomization: str) -> tuple[str, list[str]]:
+    """A kustomization's namespace (or "default") and the files its `resources` names."""
     import yaml
 
+    found = yaml.safe_load(kustomization) or {}
+    return str(found.get("namespace") or "default"), [str(r) for r in found.get("resources") or []]
+
+
+def resource_files(directory: Path) -> list[Path]:
+    """The manifest files of `directory`: those its kustomization lists, else every YAML."""
     kustomization = directory / "kustomization.yaml"
     if kustomization.exists():
-        listed = yaml.safe_load(kustomization.read_text()).get("resources") or []
-        files = [directory / str(name) for name in listed]
+        files = [directory / name for name in _listed(kustomization.read_text())[1]]
         return [path for path in files if path.is_file()]
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load(directory: Path) -> Eventing:
-    """The eventing objects in the manifests of `directory`."""
+def load_texts(files: Mapping[str, str], namespace: str = "default") -> Eventing:
+    """The eventing objects in manifests given as text (name -> YAML), in their order."""
     import yaml
 
+    docs: list[Mapping[str, Any]] = []
+    for name, text in files.items():
+        try:
+            docs.extend(d for d in yaml.safe_load_all(text) if d)
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"{name}: not valid YAML: {exc}") from None
+    return parse(docs, default_namespace=namespace)
+
+
+def load(directory: Path | None) -> Eventing:
+    """The eventing objects in the manifests of `directory`; None: those rendered from the
+    function declarations, in memory (the same text `make generate` writes to
+    eventing/base), for a `nextup dev` installed without a checkout."""
+    if directory is None:
+        return load_rendered()
     if not directory.is_dir():
         raise ManifestError(f"no eventing manifests at {directory}")
     namespace = "default"
     kustomization = directory / "kustomization.yaml"
     if kustomization.exists():
-        namespace = yaml.safe_load(kustomization.read_text()).get("namespace") or namespace
-    docs: list[Mapping[str, Any]] = []
-    for path in resource_files(directory):
-        try:
-            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"{path}: not valid YAML: {exc}") from None
-    return parse(docs, default_namespace=namespace)
+        namespace = _listed(kustomization.read_text())[0]
+    return load_texts(
+        {str(path): path.read_text() for path in resource_files(directory)}, namespace
+    )
+
+
+def load_rendered() -> Eventing:
+    from nextup_dev.render import eventing_base
+
+    files = eventing_base()
+    namespace, listed = _listed(files["kustomization.yaml"])
+    return load_texts({name: files[name] for name in listed}, namespace)

@@ -67,13 +67,15 @@ NEVER_SHOWN = {"matched", "ready"}
 SAMPLED = {"posted", "emitted", "delivered", "reply"}
 
 
-def default_eventing_dir() -> Path:
+def default_eventing_dir() -> Path | None:
     """The manifests of the checkout `nextup dev` runs in (`eventing/base` under the working
-    directory), else those of the checkout this package was installed from."""
-    here = Path("eventing", "base")
-    if here.is_dir():
-        return here.resolve()
-    return Path(__file__).resolve().parents[2] / "eventing" / "base"
+    directory), else those of the checkout this package was installed from (editable);
+    None when there is no checkout: the manifests are then rendered from the function
+    declarations in memory (`nextup_dev.render`), the same text `make generate` writes."""
+    for candidate in (Path("eventing", "base"), Path(__file__).parents[2] / "eventing" / "base"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
 
 
 def free_port() -> int:
@@ -87,7 +89,7 @@ class Options:
     port: int = 8080
     kafka: str | None = None
     store: str | None = None
-    eventing: Path = field(default_factory=default_eventing_dir)
+    eventing: Path | None = field(default_factory=default_eventing_dir)
     state_dir: Path = Path(".nextup")
     scale_to_zero: bool = False
     idle: float = 60.0
@@ -427,13 +429,13 @@ class DevStack:
             "nextup_dev.dispatcher",
             "--kafka",
             self.bootstrap,
-            "--eventing",
-            str(self.options.eventing.resolve()),
             "--concurrency",
             str(self.options.concurrency),
             "--console-port",
             str(self.console.dispatcher_port),
         ]
+        if self.options.eventing is not None:  # else it renders the same manifests itself
+            argv += ["--eventing", str(self.options.eventing.resolve())]
         for name, url in self.routes.items():
             argv += ["--route", f"{name}={url}"]
         self.dispatcher = ManagedProcess(
@@ -589,6 +591,7 @@ class DevStack:
             f"  triggers        {len(eventing.triggers)}, a consumer group each "
             "(knative-trigger-<namespace>-<name>); GET /status for the counts",
             f"  ping sources    {pings or '-'}",
+            f"  manifests       {self.options.eventing or manifests.RENDERED}",
             f"  store           {self.store_name}",
             f"  mail            {self.mail_dir}/  (SMTP {state['smtp']})",
             f"  dead letters    {self.dead_dir}/",

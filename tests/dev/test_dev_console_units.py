@@ -271,3 +271,17 @@ def test_a_triggers_retry_schedule_in_words() -> None:
     linear = Delivery(retry=3, backoff_policy="linear", backoff_delay=timedelta(seconds=1))
     assert retry_schedule(linear) == "3 retries after 1, 2, 3 s (linear), then dropped"
     assert retry_schedule(Delivery()) == "no retries, then dropped"
+
+
+def test_a_quiet_clock_ticks_once_a_year_from_a_checkout_or_the_declarations(tmp_path) -> None:
+    from devstack import ROOT
+
+    from nextup_dev.console.screenshots import YEARLY, quiet_clock
+    from nextup_dev.manifests import load
+
+    for source, name in ((ROOT / "eventing" / "base", "copied"), (None, "rendered")):
+        eventing = load(quiet_clock(source, tmp_path / name))
+        names = sorted(p.name for p in eventing.ping_sources)
+        assert names == ["health-canary", "reminder-sweep"]
+        assert {p.schedule for p in eventing.ping_sources} == {YEARLY}
+        assert len(eventing.triggers) >= 12

@@ -20,8 +20,9 @@ import pytest
 from devstack import DevStack
 
 from harness import HttpRecorder, Recorded, cloud_event, structured_event, wait_until
-from nextup.events import CATALOG, DAPR_ENVELOPE, PING
+from nextup.events import CATALOG, DAPR_ENVELOPE, PING, SEED_TYPES
 from nextup.functions import ALL
+from nextup_dev.render.table import DEPLOYMENTS
 
 FUNCTIONS = tuple(ALL)
 PINGS = "/apis/v1/namespaces/nextup/pingsources/"
@@ -217,15 +218,15 @@ def expected_functions(event_type: str, source: str) -> set[str]:
     if event_type == PING:
         # Each PingSource drives one function; the Triggers tell them apart by source.
         return {
-            PINGS + "reminder-sweep": {"send-reminder"},
-            PINGS + "health-canary": {"health"},
+            PINGS + plan.tick.source: {name}
+            for name, plan in DEPLOYMENTS.items()
+            if plan.tick is not None and name in ALL
         }.get(source, set())
     if event_type == DAPR_ENVELOPE:
         # The seed's Dapr apps publish every type on one topic: every function that takes
         # the seed's shapes gets them all and acknowledges what is not its own.
-        return {"complete-task", "schedule-next", "send-reminder"}
-    spec = CATALOG.get(event_type)
-    return {name for name in spec.consumers if name in ALL} if spec else set()
+        return {name for name, f in ALL.items() if set(f.consumes) & set(SEED_TYPES.values())}
+    return {name for name, f in ALL.items() if event_type in f.consumes}
 
 
 def test_every_event_type_reaches_exactly_the_functions_whose_triggers_match(dev, recorder):

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from harness import AWS_TEST_ENV, FunctionGroup, HttpRecorder, MailServer, Recorded
+from nextup.functions import ALL
 
-FUNCTIONS = ("complete-task", "schedule-next", "send-reminder", "health")
+FUNCTIONS = tuple(ALL)  # every declared function
 
 
 def backend_answer(request: Recorded) -> tuple[int, dict[str, str], bytes]:

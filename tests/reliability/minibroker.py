@@ -3,8 +3,8 @@ function processes hard: many deliveries at once, in random order, duplicated.
 
 - Deliveries are taken from the queue in random order by `concurrency` workers.
 - 2xx is done; a 200 that carries a CloudEvent (binary mode) is a reply, published back:
-  routed to the function whose Trigger takes its type (each copy `reply_copies` times), or
-  kept in `emitted` when no function consumes it.
+  routed to every function declared to consume its type (`nextup.functions`; each copy
+  `reply_copies` times), or kept in `emitted` when no running function consumes it.
 - 5xx, 404, 408, 409, 429 and transport errors are retried with exponential backoff (and
   the answer's `Retry-After`, capped), up to `max_attempts`; any other status is a dead
   letter. Dead letters and every answer are kept for the test to check.
@@ -21,18 +21,22 @@ from dataclasses import dataclass, field
 
 import httpx
 
-RETRIED = {404, 408, 409, 429}
+from nextup.errors import KNATIVE_RETRIED, retried_by_broker
+from nextup.functions import ALL
 
-ROUTES = {
-    "todo.task.created": "schedule-next",
-    "todo.task.updated": "schedule-next",
-    "todo.task.deleted": "schedule-next",
-    "todo.occurrence.requested": "schedule-next",
-    "todo.task.completed": "complete-task",
-    "todo.reminder.due": "send-reminder",
-    "dev.knative.sources.ping": "send-reminder",
-    "todo.health.probe": "health",
-}
+RETRIED = KNATIVE_RETRIED
+
+
+def _routes() -> dict[str, tuple[str, ...]]:
+    """Each type and the functions declared to consume it (nextup.functions), in order."""
+    routes: dict[str, tuple[str, ...]] = {}
+    for function in ALL.values():
+        for type_ in function.consumes:
+            routes[type_] = (*routes.get(type_, ()), function.name)
+    return routes
+
+
+ROUTES = _routes()
 
 
 @dataclass
@@ -83,7 +87,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def retryable(status: int | None) -> bool:
-    return status is None or status >= 500 or status in RETRIED
+    return retried_by_broker(status)
 
 
 def reply_of(response: httpx.Response) -> tuple[dict[str, str], bytes] | None:
@@ -118,11 +122,19 @@ class MiniBroker:
         self.timeout = timeout
         self.stats = Stats()
 
+    def deliveries(self, headers: dict[str, str], body: bytes) -> list[Delivery]:
+        """One delivery per function (among those running) that consumes the event's type,
+        as a broker has one Trigger per consumer."""
+        consumers = ROUTES.get(headers.get("ce-type", ""), ())
+        return [Delivery(f, dict(headers), body) for f in consumers if f in self.urls]
+
     def delivery(self, headers: dict[str, str], body: bytes) -> Delivery | None:
-        function = ROUTES.get(headers.get("ce-type", ""))
-        if function is None or function not in self.urls:
-            return None
-        return Delivery(function, dict(headers), body)
+        """The delivery of an event that one running function consumes (None: none does)."""
+        found = self.deliveries(headers, body)
+        if len(found) > 1:
+            names = [d.function for d in found]
+            raise AssertionError(f"{headers.get('ce-type')} goes to {names}: use deliveries()")
+        return found[0] if found else None
 
     def run(self, deliveries: list[Delivery], deadline: float = 300.0) -> Stats:
         asyncio.run(self._run(list(deliveries), deadline))
@@ -172,12 +184,12 @@ class MiniBroker:
                         busy -= 1
                     if reply is not None:
                         self.stats.replies += 1
-                        routed = self.delivery(*reply)
-                        if routed is None:
+                        routed = self.deliveries(*reply)
+                        if not routed:
                             self.stats.emitted.append(reply)
-                        else:
+                        for one in routed:
                             for _ in range(self.reply_copies):
-                                put(Delivery(routed.function, dict(routed.headers), routed.body))
+                                put(Delivery(one.function, dict(one.headers), one.body))
                     if retryable(answer.status):
                         if delivery.attempt + 1 >= self.max_attempts:
                             self.stats.dead.append(answer)

@@ -29,6 +29,7 @@ leaves the rest for the next tick (readiness says why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -38,7 +39,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from nextup import reminders
+from nextup import reminders, resilience
 from nextup.contract import Context, Effect, Result
 from nextup.envelope import CloudEvent
 from nextup.errors import EventError, Unavailable
@@ -60,6 +61,13 @@ PAGE = 100
 # takes time too: after this many seconds a sweep claims nothing more and leaves the rest
 # to the next tick. Sends in flight are bounded by their own timeouts.
 SWEEP_BUDGET = 5.0
+# Of the time left before the event's deadline (`resilience.deadline`, set by the
+# runtime): claims are made only in the first part (also by sends queued behind
+# SENDS_AT_ONCE, which SWEEP_BUDGET does not stop), and sends stop before the last part,
+# which is kept for recording what became of each reminder (or giving its claim back) and
+# announcing it.
+CLAIM_SHARE = 0.4
+RECORD_SHARE = 0.2
 SENDS_AT_ONCE = 16
 log = logging.getLogger("nextup.send_reminder")
 _sweeping = asyncio.Lock()  # held by this instance's sweep over every user
@@ -138,9 +146,18 @@ class Sweep:
         )
         self.down: dict[str, Unavailable] = {}  # channel -> why its shared dependency is down
         self.gate = asyncio.Semaphore(SENDS_AT_ONCE)
+        # Set by run() from the event's deadline (None: there is none).
+        self.claim_until: float | None = None
+        self.stop_sending: float | None = None
 
     async def run(self) -> Result:
-        stop_claiming = time.monotonic() + SWEEP_BUDGET
+        start, deadline = time.monotonic(), resilience.deadline()
+        stop_claiming = start + SWEEP_BUDGET
+        if deadline is not None:
+            left = max(0.0, deadline - start)
+            self.claim_until = start + left * CLAIM_SHARE
+            self.stop_sending = start + left * (1 - RECORD_SHARE)
+            stop_claiming = min(stop_claiming, self.claim_until)
         sends: list[asyncio.Task[None]] = []
         async for candidate in _due(self.services, self.data, self.ctx.now):
             if len(self.outbox) + len(sends) >= self.limit or time.monotonic() > stop_claiming:
@@ -180,8 +197,13 @@ class Sweep:
             await self._deliver(candidate)
 
     async def _deliver(self, candidate: Reminder) -> None:
-        """Claim one pending reminder and send it; whatever becomes of it is stored."""
+        """Claim one pending reminder and send it; whatever becomes of it is stored. Past
+        the time for claiming (a send ahead of it took long), it is left for the next
+        tick unclaimed."""
         services, store = self.services, self.services.store
+        if self.claim_until is not None and time.monotonic() > self.claim_until:
+            self.counts["left"] += 1
+            return
         claimed = await services.db(
             store.claim_reminder,
             candidate.user_id,
@@ -221,18 +243,22 @@ class Sweep:
         now = services.now
         channel: str | None = None
         try:
-            if "backend" in self.down and not (
-                task.notify and (task.notify.email or task.notify.webhook)
-            ):
-                raise self.down["backend"]
-            channel, address = await _recipient(services, task)
-            if channel in self.down:
-                raise self.down[channel]
-            message = _message(services, claimed, task)
-            if channel == "webhook":
-                await services.webhook(address, message)
-            else:
-                await services.mail(address, message)
+            # Sends stop in time to record their outcome: one cut short by the deadline
+            # is given back below like one whose dependency is down (the delivery answers
+            # 503), under the event's own deadline.
+            with self._sending():
+                if "backend" in self.down and not (
+                    task.notify and (task.notify.email or task.notify.webhook)
+                ):
+                    raise self.down["backend"]
+                channel, address = await _recipient(services, task)
+                if channel in self.down:
+                    raise self.down[channel]
+                message = _message(services, claimed, task)
+                if channel == "webhook":
+                    await services.webhook(address, message)
+                else:
+                    await services.mail(address, message)
         except PermanentFailure as exc:
             return self._failed(claimed, channel, str(exc))
         except RecipientUnavailable as exc:
@@ -262,6 +288,11 @@ class Sweep:
             message_id=reminders.message_id(claimed, services.settings.message_domain),
             sent_at=now(),
         )
+
+    def _sending(self) -> contextlib.AbstractContextManager[object]:
+        if self.stop_sending is None:
+            return contextlib.nullcontext()
+        return resilience.deadline_at(self.stop_sending)
 
     def _failed(self, claimed: Reminder, channel: str | None, error: str) -> Reminder:
         failed = reminders.mark_failed(claimed, error=error, failed_at=self.services.now())

@@ -41,6 +41,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.loaders import create_loader
 
+from nextup.dependencies import STORE
 from nextup.store.errors import (
     CommitConflict,
     InvalidCursor,
@@ -61,17 +62,6 @@ CLIENT_CONFIG = Config(
     read_timeout=3.0,
     retries={"mode": "standard", "total_max_attempts": 2},
     max_pool_connections=32,
-)
-TRANSIENT = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "LimitExceededException",
-        "TransactionInProgressException",
-    }
 )
 # Why a transaction was cancelled, per item: these mean another writer got there first.
 LOST = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
@@ -178,7 +168,7 @@ def store_error(exc: ClientError | BotoCoreError, table: str) -> StoreError:
                 f"DynamoDB table {table!r} does not exist: run "
                 f"`nextup store init --store dynamodb://{table}`"
             )
-        if code in TRANSIENT or status >= 500:
+        if code in STORE.statuses.errors or STORE.transient_status(status):
             return StoreUnavailable(f"DynamoDB is unavailable: {code or status}")
         return StoreError(f"DynamoDB refused: {code}: {error.get('Message', '')}")
     if isinstance(exc, BotoConnectionError | HTTPClientError):  # refused, reset, timed out

@@ -407,6 +407,7 @@ class Console:
     # Sending
 
     async def catalog(self, request: Request) -> Response:
+        from nextup.catalog import consumers
         from nextup.events import CATALOG
 
         return _json(
@@ -416,7 +417,7 @@ class Console:
                         "type": t.type,
                         "summary": t.summary,
                         "producer": t.producer,
-                        "consumers": list(t.consumers),
+                        "consumers": list(consumers(t)),
                         "example": t.example,
                     }
                     for t in CATALOG.values()

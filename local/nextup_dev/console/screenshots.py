@@ -28,10 +28,18 @@ VIEWS = ("timeline", "chain", "mail", "deadletters", "state", "functions", "cloc
 YEARLY = "0 0 1 1 *"
 
 
-def quiet_clock(eventing: Path, into: Path) -> Path:
-    """A copy of the `eventing` directory whose PingSources tick once a year: a test (or a
-    picture) fires them itself, from the console or with `nextup ping`."""
-    shutil.copytree(eventing, into)
+def quiet_clock(eventing: Path | None, into: Path) -> Path:
+    """A copy of the `eventing` directory (None: the manifests rendered from the function
+    declarations) whose PingSources tick once a year: a test (or a picture) fires them
+    itself, from the console or with `nextup ping`."""
+    if eventing is None:
+        from nextup_dev.render import eventing_base
+
+        into.mkdir(parents=True)
+        for name, text in eventing_base().items():
+            (into / name).write_text(text)
+    else:
+        shutil.copytree(eventing, into)
     for path in into.rglob("*.yaml"):
         text = path.read_text()
         if "kind: PingSource" in text:
