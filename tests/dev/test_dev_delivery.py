@@ -196,11 +196,13 @@ def test_unknown_broker_health_and_status(dev):
     assert set(health["parts"]) >= {"kafka", "ingress", "dispatcher", "functions", "mailbox"}
     assert set(dev.status()["triggers"]) == {
         "complete-task-task-completed",
+        "complete-task-occurrence-skipped",
         "complete-task-dapr",
         "schedule-next-task-created",
         "schedule-next-task-updated",
         "schedule-next-task-deleted",
         "schedule-next-occurrence-requested",
+        "schedule-next-reminder-snoozed",
         "schedule-next-dapr",
         "send-reminder-sweep",
         "send-reminder-reminder-due",
