@@ -140,6 +140,14 @@ def test_a_dead_letter_is_found_dry_run_then_redriven_with_its_data_fixed(
         "the dead letter",
     )
 
+    # From the timeline: the event, dead-lettered, links to its dead letter.
+    page.goto(dev.base + "/ui#timeline")
+    page.fill("input[name=id]", event_id)
+    page.press("input[name=id]", "Enter")
+    page.locator("tr[data-ref]", has_text=event_id).click()
+    expect(page.locator("#event h2")).to_contain_text("dead-lettered", timeout=SLOW)
+    page.click("#to-dead-letter")
+    expect(page.locator("#letter")).to_contain_text(event_id)
     page.goto(dev.base + "/ui#deadletters")
     letter = page.locator(f"tr[data-id='{event_id}']")
     expect(letter).to_contain_text("400")

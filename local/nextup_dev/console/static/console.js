@@ -138,6 +138,9 @@ async function drawEvent(ref) {
   return h("section", {id: "event"},
     h("p", {}, h("a", {href: "#timeline"}, "← timeline")),
     h("h2", {}, event.type, " ", badge(event.outcome)),
+    event.deliveries.some((d) => d.attempts.some((a) => a.outcome === "dead-lettered"))
+      ? h("p", {}, h("a", {id: "to-dead-letter", href: "#deadletters/" + encodeURIComponent(event.id)},
+        "Its dead letter: why it failed, and re-drive it")) : "",
     h("div", {class: "two"},
       h("div", {}, h("h3", {}, "Attributes"), json(event.attributes)),
       h("div", {}, h("h3", {}, "Data"), json(event.data))),
@@ -189,6 +192,10 @@ async function drawDeadLetters() {
     h("td", {class: "mono"}, l.attributes.id), h("td", {}, l.error.status ?? "-"),
     h("td", {class: "mono"}, l.error.destination || ""),
     h("td", {}, l.redriven ? badge("re-driven") : "")));
+  if (view.arg && !inspected) {  // #deadletters/<event id>: that event's newest letter
+    const wanted = letters.find((l) => l.attributes.id === view.arg);
+    if (wanted) inspected = wanted.file;
+  }
   const letter = letters.find((l) => l.file === inspected);
   let detail = "";
   if (letter) {
@@ -243,6 +250,8 @@ async function drawState() {
     h("td", {}, r.channel || ""), h("td", {}, r.sent_at || r.failed_at || ""),
     h("td", {}, r.error || "")));
   return h("section", {id: "state"}, h("h2", {}, "State of ", h("span", {class: "mono"}, data.user)), form,
+    h("p", {}, h("a", {href: "#timeline", onclick: () => { filters.user = data.user; }},
+      "Their events in the timeline")),
     series.length ? h("div", {class: "grid"}, series) : h("p", {class: "muted"}, "No tasks."),
     h("h3", {}, "Reminders"), reminders.length
       ? table(["task", "state", "remind at", "channel", "when", "why"], reminders)
@@ -325,6 +334,7 @@ function route() {
   const arg = decodeURIComponent(rest.join("/"));
   const known = views[name] ? name : "timeline";
   if (known === "state") stateUser = arg;
+  if (known === "deadletters" && arg) { inspected = null; planned = null; }
   view = {name: known, arg, ...views[known]};
   // Processes start and stop without an event to say so: the Functions view looks again
   // every two seconds while it is shown (and only then).
