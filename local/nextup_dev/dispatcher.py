@@ -633,8 +633,14 @@ def serve(
         from nextup_dev.console import attempts
 
         ring = attempts.AttemptLog() if console_port else None
+        server = None
+        if ring is not None:
+            try:
+                server = await attempts.serve(ring, console_port)
+            except OSError as exc:  # the console goes without attempts; deliveries do not stop
+                log(f"console: cannot listen on 127.0.0.1:{console_port}: {exc.strerror}")
+                ring = None
         report = Reporter(write, log=log, attempts=ring)
-        server = await attempts.serve(ring, console_port) if ring is not None else None
         log(
             f"dispatching for {len(eventing.triggers)} Triggers of {eventing_dir or RENDERED}, "
             f"Kafka {bootstrap}, {concurrency} deliveries in flight per unordered Trigger"

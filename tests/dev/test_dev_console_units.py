@@ -285,3 +285,38 @@ def test_a_quiet_clock_ticks_once_a_year_from_a_checkout_or_the_declarations(tmp
         assert names == ["health-canary", "reminder-sweep"]
         assert {p.schedule for p in eventing.ping_sources} == {YEARLY}
         assert len(eventing.triggers) >= 12
+
+
+def test_a_dispatcher_whose_console_port_is_taken_still_dispatches(tmp_path) -> None:
+    """The console's port taken by someone else: the dispatcher says so in its log and
+    goes on to Kafka (it would otherwise exit, be restarted, and exit again)."""
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        # No Kafka answers at port 9: past the console, the dispatcher fails on that.
+        argv = ["--kafka", "127.0.0.1:9", "--console-port", str(port)]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nextup_dev.dispatcher", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = process.stderr.readline()
+            while line and "console" not in line:
+                line = process.stderr.readline()
+            assert f"console: cannot listen on 127.0.0.1:{port}" in line
+            rest = process.communicate(timeout=60)[1]
+            assert "Kafka" in rest or "kafka" in rest, "it went on, to Kafka"
+            assert "Address already in use" not in rest
+        finally:
+            process.terminate()
+            process.wait(30)
+    finally:
+        taken.close()
