@@ -2,10 +2,10 @@
 
     python -m nextup_dev.console.screenshots [--out docs/console] [--chromium /usr/bin/chromium]
 
-Starts its own `nextup dev` (free ports, state in a temporary directory, the PingSources'
-schedules moved to once a year so only the Clock's button fires them), sends the events of
-a first session (a recurring task, its completion, an invalid event, a due reminder),
-fires the reminder sweep, and photographs each view. Re-runnable: it overwrites the PNGs.
+Starts its own `nextup dev` (free ports, state in a temporary directory, the project's
+manifests as they are), sends the events of a first session (a recurring task, its
+completion, an invalid event, a due reminder), fires the reminder sweep from the Clock,
+and photographs each view. Re-runnable: it overwrites the PNGs.
 Needs Playwright for Python (the `dev` extra) and a Chromium.
 """
 
@@ -147,49 +147,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/console", help="where the PNGs go")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="the browser to drive")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="nextup-console-") as tmp:
-        work = Path(tmp)
-        eventing = quiet_clock(default_eventing_dir(), work / "eventing")
-        with DevChild(work / "dev", "--quiet", "--eventing", str(eventing)) as dev:
-            user = "ann"
-            ingress = dev.ingress
-            completion = first_session(ingress, user)
-            wait(lambda: dev.status()["drained"], 60, "dispatch of the new task")
-            post(
-                ingress,
-                "todo.task.completed",
-                {
-                    "user_id": user,
-                    "task_id": "water",
-                    "completed_at": datetime.now(UTC).isoformat(),
-                },
-                completion,
-            )
-            post(
-                ingress,
-                "todo.task.created",
-                {"user_id": user, "task_id": "no spaces"},
-                f"{user}-bad",
-            )
-            wait(lambda: list((dev.state_dir / "dead-letters").glob("*.json")), 60, "dead letter")
-            # The completed occurrence's reminder is gone; the next one's is a day away:
-            # a second task due now gives the sweep something to mail.
-            post(
-                ingress,
-                "todo.task.created",
-                {
-                    "user_id": user,
-                    "task_id": "call",
-                    "title": "Call the plumber",
-                    "due_at": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-                    "reminder": {"before": "PT1M"},
-                    "notify": {"email": f"{user}@example.com"},
-                },
-                f"{user}-call-{uuid.uuid4().hex[:6]}",
-            )
-            wait(lambda: dev.status()["drained"], 60, "dispatch")
-            for path in shoot(dev.base, Path(args.out), user, args.chromium):
-                print(path)
+    eventing = default_eventing_dir()
+    manifests = ("--eventing", str(eventing)) if eventing else ()
+    with (
+        tempfile.TemporaryDirectory(prefix="nextup-console-") as tmp,
+        DevChild(Path(tmp), "--quiet", *manifests) as dev,
+    ):
+        user = "ann"
+        ingress = dev.ingress
+        completion = first_session(ingress, user)
+        wait(lambda: dev.status()["drained"], 60, "dispatch of the new task")
+        post(
+            ingress,
+            "todo.task.completed",
+            {
+                "user_id": user,
+                "task_id": "water",
+                "completed_at": datetime.now(UTC).isoformat(),
+            },
+            completion,
+        )
+        post(
+            ingress,
+            "todo.task.created",
+            {"user_id": user, "task_id": "no spaces"},
+            f"{user}-bad",
+        )
+        wait(lambda: list((dev.state_dir / "dead-letters").glob("*.json")), 60, "dead letter")
+        # The completed occurrence's reminder is gone; the next one's is a day away:
+        # a second task due now gives the sweep something to mail.
+        post(
+            ingress,
+            "todo.task.created",
+            {
+                "user_id": user,
+                "task_id": "call",
+                "title": "Call the plumber",
+                "due_at": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+                "reminder": {"before": "PT1M"},
+                "notify": {"email": f"{user}@example.com"},
+            },
+            f"{user}-call-{uuid.uuid4().hex[:6]}",
+        )
+        wait(lambda: dev.status()["drained"], 60, "dispatch")
+        for path in shoot(dev.base, Path(args.out), user, args.chromium):
+            print(path)
     return 0
 
 
