@@ -132,7 +132,7 @@ def _series(function: str, store: str, env: dict[str, str], runs: int) -> dict:
         ]
         for name, source, samples in pair if run % 2 == 0 else pair[::-1]:
             port = free_port()
-            server = Server(name, function_argv(source, port), port, env=env)
+            server = Server(name, function_argv(port, source), port, env=env)
             try:
                 samples.append(first_answer(server, request))
             finally:
@@ -170,7 +170,7 @@ def _summary(ours: list[dict], floor: list[dict]) -> dict:
 def run(
     quick: bool = False,
     functions: tuple[str, ...] = FUNCTIONS,
-    stores: tuple[str, ...] = tuple(TARGETS),
+    stores: tuple[str, ...] = peers.STORE_KINDS,
     runs: int | None = None,
 ) -> dict:
     runs = runs or (QUICK_RUNS if quick else RUNS)
@@ -178,26 +178,18 @@ def run(
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as workdir:
         smtp = peers.smtp()
-        moto = peers.moto() if "dynamodb" in stores else None
         try:
-            settings = {"sqlite": {"NEXTUP_STORE_URL": f"sqlite:///{Path(workdir) / 'state.db'}"}}
-            if moto is not None:
-                settings["dynamodb"] = {
-                    "NEXTUP_STORE_URL": "dynamodb://bench-cold",
-                    **peers.aws_env(moto.url),
-                }
-            for store in stores:
-                env = settings[store]
-                with environ(env):
-                    fixtures.init(env["NEXTUP_STORE_URL"])
-                    for function in functions:
-                        extra = {"NEXTUP_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
-                        function_env = {**env, **(extra if function == "send-reminder" else {})}
-                        rows.append(_series(function, store, function_env, runs))
+            with peers.stores(stores, Path(workdir), "bench-cold") as settings:
+                for store in stores:
+                    env = settings[store]
+                    with environ(env):
+                        fixtures.init(env["NEXTUP_STORE_URL"])
+                        for function in functions:
+                            extra = {"NEXTUP_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
+                            function_env = {**env, **(extra if function == "send-reminder" else {})}
+                            rows.append(_series(function, store, function_env, runs))
         finally:
             smtp.stop()
-            if moto is not None:
-                moto.stop()
     return {"machine": info, "quick": quick, "runs": runs, "rows": rows}
 
 

@@ -77,7 +77,7 @@ class Secured:
             return conn.execute("SELECT * FROM items ORDER BY pk, sk").fetchall()
 
     def logs(self) -> str:
-        return "\n".join(Path(f._log.name).read_text() for f in self.functions.values())
+        return "\n".join(f.log_path.read_text() for f in self.functions.values())
 
     def stop(self) -> None:
         for process in self.functions.values():

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 import pytest
 from functionset import Stack, start_stack
 
+from peers import STORE_KINDS
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, moto_server: str
 ) -> Iterator[Stack]:

@@ -5,12 +5,12 @@ backend, webhooks and the sink, and the store (SQLite file or DynamoDB on moto s
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import pytest
 
-from harness import AWS_TEST_ENV, FunctionGroup, HttpRecorder, MailServer, Recorded
+from harness import FunctionGroup, HttpRecorder, MailServer, Recorded
+from nextup_dev.moto import aws_env
+from nextup_dev.stores import SQLITE, store_url
 
 FUNCTIONS = ("complete-task", "schedule-next", "send-reminder", "health")
 
@@ -37,11 +37,9 @@ class Stack(FunctionGroup):
 def store_env(
     kind: str, tmp_path_factory: pytest.TempPathFactory, moto: str | None
 ) -> tuple[str, dict[str, str]]:
-    if kind == "sqlite":
-        path = tmp_path_factory.mktemp("state") / "state.db"
-        return f"sqlite:///{path}", {}
-    table = f"nextup-{uuid.uuid4().hex[:10]}"
-    return f"dynamodb://{table}", {"AWS_ENDPOINT_URL_DYNAMODB": moto or "", **AWS_TEST_ENV}
+    """A fresh store of `kind` and what a process needs to reach it."""
+    url = store_url(kind, tmp_path_factory.mktemp("state"))
+    return url, ({} if kind == SQLITE else aws_env(moto or ""))
 
 
 def start_stack(

@@ -17,7 +17,7 @@ from functionset import Stack, start_stack
 
 from harness import HttpRecorder, Recorded, wait_until
 from nextup.tasks import TaskStatus
-from peers import free_port
+from peers import STORE_KINDS, free_port
 
 
 class Sidecar:
@@ -47,7 +47,7 @@ class Sidecar:
             return [p for p in self.published if p[2]["type"] == type_]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def dapr(request, tmp_path_factory, moto_server) -> Iterator[tuple[Stack, HttpRecorder]]:
     sidecar = HttpRecorder(respond=Sidecar()).start()
     port = sidecar.url.rsplit(":", 1)[1]

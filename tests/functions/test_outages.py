@@ -10,21 +10,17 @@ import httpx
 import pytest
 from functionset import start_stack
 
-from harness import AWS_TEST_ENV, FunctionProcess, MailServer, cloud_event, wait_until
+from harness import FunctionProcess, MailServer, cloud_event, wait_until
 from nextup.reminders import ReminderStatus
 from nextup.store import open_store
-from peers import MotoServer, free_port
+from nextup_dev.moto import aws_env
+from peers import STORE_KINDS, MotoServer, free_port
 
 
 def test_store_outage_then_recovery(tmp_path_factory, monkeypatch):
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    aws = {
-        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
+    aws = aws_env(endpoint)
     for name, value in aws.items():
         monkeypatch.setenv(name, value)
     table = f"outage-{uuid.uuid4().hex[:8]}"
@@ -78,7 +74,7 @@ def function_get(function: FunctionProcess, path: str):
     return httpx.get(function.url + path, timeout=30)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
+@pytest.mark.parametrize("kind", STORE_KINDS)
 def test_smtp_outage_then_recovery(kind, tmp_path_factory, moto_server):
     with pytest.MonkeyPatch.context() as mp:
         stack = start_stack(
@@ -137,7 +133,7 @@ def test_until_the_dynamodb_table_exists_every_answer_says_which_and_how(moto_se
     """Never "circuit open": however many events arrive, each 503 names the table and the
     command that creates it, and so does readiness; once created, the events go through."""
     table = f"later-{uuid.uuid4().hex[:8]}"
-    aws = {"AWS_ENDPOINT_URL_DYNAMODB": moto_server, **AWS_TEST_ENV}
+    aws = aws_env(moto_server)
     env = {"NEXTUP_STORE_URL": f"dynamodb://{table}", "NEXTUP_BREAKER_FAILURES": "2", **aws}
     function = FunctionProcess("schedule-next", env).start()
     expected = (

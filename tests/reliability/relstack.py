@@ -6,7 +6,6 @@ HTTP sink, each optionally behind a fault proxy.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -14,7 +13,10 @@ from pathlib import Path
 import pytest
 from storedump import dump
 
-from harness import AWS_TEST_ENV, FunctionGroup, FunctionProcess, HttpRecorder, MailServer
+from harness import FunctionGroup, FunctionProcess, HttpRecorder, MailServer
+from nextup_dev.moto import aws_env
+from nextup_dev.stores import SQLITE
+from nextup_dev.stores import store_url as store_url_for
 
 
 def together(calls: Iterable[Callable[[], object]]) -> None:
@@ -51,12 +53,6 @@ def stop_together(processes: Iterable[FunctionProcess]) -> None:
     together(process.stop for process in processes)
 
 
-def store_url_for(kind: str, tmp: Path) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp / 'state.db'}"
-    return f"dynamodb://rel-{uuid.uuid4().hex[:10]}"
-
-
 class FunctionSet(FunctionGroup):
     """The group with the HTTP recorder as the sink of send-reminder's events."""
 
@@ -84,7 +80,7 @@ class FunctionSet(FunctionGroup):
     ) -> FunctionSet:
         """Start it; `store_endpoint`, `smtp_url` and `sink_url` put a proxy in between.
         With `at_once` the functions start in parallel (see `stop_at_once`)."""
-        store_url = store_url_for(kind, tmp)
+        store_url = store_url_for(kind, tmp, prefix="rel")
         mail = mail or MailServer().start()
         sink = sink or HttpRecorder().start()
         base = {
@@ -95,11 +91,11 @@ class FunctionSet(FunctionGroup):
             "NEXTUP_REMINDER_LEASE": "PT5S",
             **(env or {}),
         }
-        if kind == "dynamodb":
+        if kind != SQLITE:
             assert moto, "a moto server endpoint is needed for DynamoDB"
-            for name, value in {**AWS_TEST_ENV, "AWS_ENDPOINT_URL_DYNAMODB": moto}.items():
+            for name, value in aws_env(moto).items():
                 mp.setenv(name, value)  # the test process reads the real endpoint
-            base.update(AWS_TEST_ENV, AWS_ENDPOINT_URL_DYNAMODB=store_endpoint or moto)
+            base.update(aws_env(store_endpoint or moto))
 
         def env_for(name: str) -> dict[str, str]:
             function_env = dict(base)

@@ -23,9 +23,10 @@ from relstack import FunctionSet
 from harness import cloud_event
 from nextup import tasks
 from nextup.envelope import parse_http
+from peers import STORE_KINDS
 
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
     with pytest.MonkeyPatch.context() as mp:
         stack = FunctionSet.start(

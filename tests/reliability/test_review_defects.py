@@ -50,7 +50,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -61,6 +60,7 @@ from relstack import FunctionSet
 
 from harness import cloud_event, structured_event, wait_until
 from nextup.envelope import event_key, parse_http
+from peers import STORE_KINDS
 
 SOURCE = "/review"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -80,7 +80,7 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server, http) -> Iterator[FunctionSet]:
     """Reply mode for complete-task and schedule-next (no K_SINK): the emitted event is
     the answer, so its ce-id is visible to the test."""
@@ -686,7 +686,7 @@ def abort(port: int, rng: random.Random, first: bool = False) -> None:
 def test_clients_that_abort_mid_body_are_logged_as_aborted(fs, function):
     process = fs.functions[function]
     seen = len(process.log_lines())
-    log_file = Path(process._log.name)
+    log_file = process.log_path
     offset = log_file.stat().st_size
     rng = random.Random(f"{fs.kind}-{function}")
     for n in range(ABORTS):

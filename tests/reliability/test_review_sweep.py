@@ -42,7 +42,7 @@ from relstack import FunctionSet
 
 from harness import FunctionProcess, HttpRecorder, MailServer, Recorded, cloud_event, wait_until
 from nextup.reminders import RETRY_FIRST, ReminderStatus
-from peers import free_port
+from peers import STORE_KINDS, free_port
 
 INNOCENTS = 20
 WEBHOOK_TIMEOUT = 1.0
@@ -129,7 +129,7 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server, http) -> Iterator[FunctionSet]:
     with pytest.MonkeyPatch.context() as mp:
         stack = FunctionSet.start(
