@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from nextup_dev import launcher
 from nextup_dev.moto import AWS_TEST_ENV
 from nextup_dev.processes import wait_until
@@ -31,6 +33,8 @@ from nextup_dev.smtp import HANG_UP, Delivery, RecordingSmtp, Script
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
+# False while a test marked `fast` runs (tests/conftest.py): it may start no function process.
+processes_allowed = True
 
 
 # The tests' SMTP server: keeps what it receives, scriptable (`nextup_dev.smtp`).
@@ -187,31 +191,70 @@ class FunctionProcess(launcher.FunctionProcess):
             start_timeout=START_TIMEOUT,
         )
 
+    def spawn(self) -> Any:
+        assert processes_allowed, (
+            f"a test marked fast started {self.name} as a process: use in_process (inprocess.py)"
+        )
+        return super().spawn()
+
 
 @dataclass
 class FunctionGroup:
-    """Function processes over one store, with the mail server and the HTTP recorder they
-    talk to. `launch` initialises the store and starts each function with its own env;
-    if one fails to start, everything started so far is stopped."""
+    """Functions over one store, with the mail server and the HTTP recorder they talk to.
+    `launch` initialises the store and starts each function with its own env; if one
+    fails to start, everything started so far is stopped.
+
+    Each function is a functions-framework process, or with `in_process` the same
+    function in this process (`inprocess`: the fast layer). Either way a test reaches
+    them through `client()` (or `transport`) at `url(name)`.
+    """
 
     store_url: str
     env: dict[str, str]
     mail: MailServer
     web: HttpRecorder
-    functions: dict[str, FunctionProcess] = field(default_factory=dict)
+    functions: dict[str, Any] = field(default_factory=dict)  # FunctionProcess or in-process
     store: Any = None  # nextup.store.Store, opened by `launch`
+    in_process: bool = False
+    loop: Any = None  # inprocess.Loop, with `in_process`
+    transport: Any = None  # httpx.BaseTransport to the functions; None: the network
+    _caller: Any = None
 
     def launch(self, names: tuple[str, ...], env_for: Callable[[str], dict[str, str]]) -> None:
         from nextup.store import open_store
 
         self.store = open_store(self.store_url)
         self.store.init()
+        if self.in_process and self.loop is None:
+            import inprocess
+
+            self.loop = inprocess.Loop()
+            self.transport = inprocess.Bridge(self.loop, self.functions)
         try:
             for name in names:
-                self.functions[name] = FunctionProcess(name, env_for(name)).start()
+                self.functions[name] = self.function(name, env_for(name)).start()
         except Exception:
             self.stop()
             raise
+
+    def function(self, name: str, env: dict[str, str]) -> Any:
+        """Function `name` with its environment, not started."""
+        if self.in_process:
+            import inprocess
+
+            return inprocess.InProcessFunction(name, env, self.loop)
+        return FunctionProcess(name, env)
+
+    def client(self, **options: Any) -> httpx.Client:
+        """An httpx client that reaches the functions (close it, or use it in `with`)."""
+        return httpx.Client(transport=self.transport, **{"timeout": 30, **options})
+
+    @property
+    def caller(self) -> httpx.Client:
+        """One `client()` for the test's calls, closed with the group."""
+        if self._caller is None:
+            self._caller = self.client()
+        return self._caller
 
     def url(self, name: str) -> str:
         return self.functions[name].url
@@ -229,6 +272,12 @@ class FunctionGroup:
         self.web.stop()
         if self.store is not None:
             self.store.close()
+        if self._caller is not None:
+            self._caller.close()
+            self._caller = None
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
 
 
 def cloud_event(

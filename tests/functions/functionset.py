@@ -31,7 +31,10 @@ def backend_answer(request: Recorded) -> tuple[int, dict[str, str], bytes]:
 
 class Stack(FunctionGroup):
     def post(self, name: str, headers: dict, body: bytes, path: str = "/") -> httpx.Response:
-        return httpx.post(self.url(name) + path, headers=headers, content=body, timeout=30)
+        return self.caller.post(self.url(name) + path, headers=headers, content=body)
+
+    def get(self, name: str, path: str = "/", **options) -> httpx.Response:
+        return self.caller.get(self.url(name) + path, **options)
 
 
 def store_env(
@@ -51,6 +54,7 @@ def start_stack(
     sink: bool = False,
     names: tuple[str, ...] = FUNCTIONS,
     extra_env: dict[str, str] | None = None,
+    in_process: bool = False,
 ) -> Stack:
     store_url, aws = store_env(kind, tmp_path_factory, moto)
     mail = MailServer().start()
@@ -67,7 +71,7 @@ def start_stack(
     }
     if sink:
         env["K_SINK"] = f"{web.url}/sink"
-    stack = Stack(store_url, env, mail, web)
+    stack = Stack(store_url, env, mail, web, in_process=in_process)
     for name, value in aws.items():
         mp.setenv(name, value)  # the test process reads the same store as the functions
     stack.launch(names, lambda name: env)
