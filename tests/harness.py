@@ -218,6 +218,7 @@ class FunctionGroup:
     in_process: bool = False
     loop: Any = None  # inprocess.Loop, with `in_process`
     transport: Any = None  # httpx.BaseTransport to the functions; None: the network
+    async_transport: Any = None  # the same for an httpx.AsyncClient
     _caller: Any = None
 
     def launch(self, names: tuple[str, ...], env_for: Callable[[str], dict[str, str]]) -> None:
@@ -230,6 +231,7 @@ class FunctionGroup:
 
             self.loop = inprocess.Loop()
             self.transport = inprocess.Bridge(self.loop, self.functions)
+            self.async_transport = inprocess.AsyncBridge(self.transport)
         try:
             for name in names:
                 self.functions[name] = self.function(name, env_for(name)).start()

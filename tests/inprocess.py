@@ -143,7 +143,9 @@ class InProcessFunction:
             settings = Settings()
             services = Services(settings, self.name)
             _ = services.http  # its proxies are read from the environment, as in a process
-            _ = services.store  # likewise the AWS endpoint and credentials
+            if not settings.store_url.startswith("sqlite:"):
+                _ = services.store  # likewise the AWS endpoint and credentials (an SQLite
+                # store reads none, and is left alone until the first event, as in a process)
         # What `App.services` would open on the first request, from this function's own
         # settings instead of the process-wide `nextup.config.settings()`.
         app._services = services
@@ -170,7 +172,7 @@ class InProcessFunction:
             return
         with contextlib.suppress(Exception):
             self._loop.run(services.http.aclose())
-        with contextlib.suppress(Exception):
+        if services._store is not None:
             services.store.close()
         self.app._services = None
 
@@ -183,24 +185,69 @@ class Bridge(httpx.BaseTransport):
         self.loop = loop
         self.functions = functions
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def forward(self, request: httpx.Request, body: bytes) -> Any:
+        """The coroutine that answers `request` on the functions' loop."""
         name = request.url.host.removesuffix(f".{DOMAIN}")
         function = self.functions.get(name)
         if not isinstance(function, InProcessFunction) or function.transport is None:
             raise httpx.ConnectError(f"no function {name!r} in this process", request=request)
         transport = function.transport
-        body = request.read()
 
-        async def send() -> tuple[int, httpx.Headers, bytes]:
+        async def send() -> httpx.Response:
             forwarded = httpx.Request(
                 request.method, request.url, headers=request.headers, content=body
             )
             response = await transport.handle_async_request(forwarded)
             content = await response.aread()
-            return response.status_code, response.headers, content
+            return httpx.Response(
+                response.status_code, headers=response.headers, stream=httpx.ByteStream(content)
+            )
 
-        status, headers, content = self.loop.run(send())
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(content))
+        return send()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.loop.run(self.forward(request, request.read()))
 
 
-__all__ = ["Bridge", "InProcessFunction", "Loop", "environ"]
+class AsyncBridge(httpx.AsyncBaseTransport):
+    """`Bridge` for an `httpx.AsyncClient` on another loop (e.g. a test's `asyncio.run`)."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        future = asyncio.run_coroutine_threadsafe(
+            self.bridge.forward(request, body), self.bridge.loop.loop
+        )
+        return await asyncio.wait_for(asyncio.wrap_future(future), ANSWER_TIMEOUT)
+
+
+class LoneFunction:
+    """One in-process function with its own loop, for a test about a single function:
+    `client` reaches it at `url`."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.loop = Loop()
+        self.function = InProcessFunction(name, env, self.loop)
+        self.url = self.function.url
+        self.client = httpx.Client(transport=Bridge(self.loop, {name: self.function}), timeout=30)
+
+    def start(self) -> LoneFunction:
+        try:
+            self.function.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_lines(self) -> list[dict]:
+        return self.function.log_lines()
+
+    def stop(self) -> None:
+        self.function.stop()
+        self.client.close()
+        self.loop.close()
+
+
+__all__ = ["AsyncBridge", "Bridge", "InProcessFunction", "LoneFunction", "Loop", "environ"]
