@@ -230,7 +230,7 @@ class FunctionGroup:
             import inprocess
 
             self.loop = inprocess.Loop()
-            self.transport = inprocess.Bridge(self.loop, self.functions)
+            self.transport = inprocess.Bridge(self.loop)
             self.async_transport = inprocess.AsyncBridge(self.transport)
         try:
             for name in names:
@@ -267,11 +267,20 @@ class FunctionGroup:
     def log_lines(self) -> list[dict]:
         return [line for f in self.functions.values() for line in f.log_lines()]
 
-    def stop(self) -> None:
-        for process in self.functions.values():
-            process.stop()
+    def stop(self, at_once: bool = False) -> None:
+        """Stop the functions and the servers; `at_once`: the functions and the HTTP
+        server in parallel (each process takes a while to wind down)."""
+        stops = [*(f.stop for f in self.functions.values()), self.web.stop]
+        if at_once:
+            threads = [threading.Thread(target=stop) for stop in stops]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for stop in stops:
+                stop()
         self.mail.stop()
-        self.web.stop()
         if self.store is not None:
             self.store.close()
         if self._caller is not None:

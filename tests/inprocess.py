@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import contextvars
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -92,6 +93,8 @@ class Loop:
         self.thread = threading.Thread(target=self.loop.run_forever, name="inprocess", daemon=True)
         self.thread.start()
         self.logs = _Logs()
+        self.hosts: dict[str, InProcessFunction] = {}  # host -> the function serving it
+        self.serial = itertools.count(2)
         logger = logging.getLogger("nextup")
         logger.addHandler(self.logs)
         self._level = logger.level
@@ -119,7 +122,13 @@ class InProcessFunction:
     def __init__(self, name: str, env: dict[str, str], loop: Loop) -> None:
         self.name = name
         self.env = env
-        self.url = f"http://{name}.{DOMAIN}"
+        # A host of its own: a second instance of a function on the loop (other settings,
+        # same group) is told apart from the first.
+        self.host = f"{name}.{DOMAIN}"
+        if self.host in loop.hosts:
+            self.host = f"{name}-{next(loop.serial)}.{DOMAIN}"
+        loop.hosts[self.host] = self
+        self.url = f"http://{self.host}"
         self._loop = loop
         self.app: Any = None  # nextup.runtime.App, once started
         self.transport: httpx.ASGITransport | None = None
@@ -167,6 +176,7 @@ class InProcessFunction:
         return self._loop.logs.of(self.name)
 
     def stop(self) -> None:
+        self._loop.hosts.pop(self.host, None)
         services = getattr(self.app, "_services", None)
         if services is None:
             return
@@ -178,19 +188,17 @@ class InProcessFunction:
 
 
 class Bridge(httpx.BaseTransport):
-    """An httpx transport to the in-process functions, by host (`<function>.inprocess`),
-    usable from any thread: each request runs on the functions' loop."""
+    """An httpx transport to the functions started on `loop`, by host (`InProcessFunction.
+    url`), usable from any thread: each request runs on the functions' loop."""
 
-    def __init__(self, loop: Loop, functions: dict[str, Any]) -> None:
+    def __init__(self, loop: Loop) -> None:
         self.loop = loop
-        self.functions = functions
 
     def forward(self, request: httpx.Request, body: bytes) -> Any:
         """The coroutine that answers `request` on the functions' loop."""
-        name = request.url.host.removesuffix(f".{DOMAIN}")
-        function = self.functions.get(name)
-        if not isinstance(function, InProcessFunction) or function.transport is None:
-            raise httpx.ConnectError(f"no function {name!r} in this process", request=request)
+        function = self.loop.hosts.get(request.url.host)
+        if function is None or function.transport is None:
+            raise httpx.ConnectError(f"no function at {request.url.host}", request=request)
         transport = function.transport
 
         async def send() -> httpx.Response:
@@ -231,7 +239,7 @@ class LoneFunction:
         self.loop = Loop()
         self.function = InProcessFunction(name, env, self.loop)
         self.url = self.function.url
-        self.client = httpx.Client(transport=Bridge(self.loop, {name: self.function}), timeout=30)
+        self.client = httpx.Client(transport=Bridge(self.loop), timeout=30)
 
     def start(self) -> LoneFunction:
         try:

@@ -77,9 +77,11 @@ class FunctionSet(FunctionGroup):
         mail: MailServer | None = None,
         sink: HttpRecorder | None = None,
         at_once: bool = False,
+        in_process: bool = False,
     ) -> FunctionSet:
         """Start it; `store_endpoint`, `smtp_url` and `sink_url` put a proxy in between.
-        With `at_once` the functions start in parallel (see `stop_at_once`)."""
+        With `at_once` the functions start in parallel (see `stop_at_once`); with
+        `in_process` they run in this process (`inprocess`, the fast layer)."""
         store_url = store_url_for(kind, tmp, prefix="rel")
         mail = mail or MailServer().start()
         sink = sink or HttpRecorder().start()
@@ -104,12 +106,12 @@ class FunctionSet(FunctionGroup):
             function_env.update((per_function or {}).get(name, {}))
             return function_env
 
-        stack = cls(store_url, base, mail, sink)
-        if not at_once:
+        stack = cls(store_url, base, mail, sink, in_process=in_process)
+        if not at_once or in_process:
             stack.launch(names, env_for)
             return stack
         stack.launch((), env_for)  # the store, initialised
-        processes = {name: FunctionProcess(name, env_for(name)) for name in names}
+        processes = {name: stack.function(name, env_for(name)) for name in names}
         try:
             start_together(processes.values())
         except BaseException:
@@ -120,10 +122,7 @@ class FunctionSet(FunctionGroup):
 
     def stop_at_once(self) -> None:
         """`stop`, with the functions and the sink's server stopped in parallel."""
-        together([*(f.stop for f in self.functions.values()), self.web.stop])
-        self.mail.stop()
-        if self.store is not None:
-            self.store.close()
+        self.stop(at_once=True)
 
     def dump(self) -> list[tuple]:
         return dump(self.store_url)
