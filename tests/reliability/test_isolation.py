@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from figures import record
 from relstack import FunctionSet
@@ -25,12 +24,18 @@ from nextup import tasks
 from nextup.envelope import parse_http
 from peers import STORE_KINDS
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
     with pytest.MonkeyPatch.context() as mp:
         stack = FunctionSet.start(
-            request.param, tmp_path_factory.mktemp("isolation"), mp, moto=moto_server
+            request.param,
+            tmp_path_factory.mktemp("isolation"),
+            mp,
+            moto=moto_server,
+            in_process=True,
         )
         stack.kind = request.param
         try:
@@ -41,7 +46,7 @@ def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
 
 def post(fs: FunctionSet, function: str, type_: str, data: dict, id_: str | None = None):
     headers, body = cloud_event(type_, data, id_=id_ or uuid.uuid4().hex, source="/isolation")
-    return httpx.post(fs.functions[function].url, headers=headers, content=body, timeout=30)
+    return fs.caller.post(fs.url(function), headers=headers, content=body)
 
 
 def victim_world(fs: FunctionSet) -> dict[str, str]:
@@ -75,9 +80,7 @@ def victim_world(fs: FunctionSet) -> dict[str, str]:
         assert done.status_code == 200, done.text
         headers = {k: v for k, v in done.headers.items() if k.startswith("ce-")}
         headers["content-type"] = "application/json"
-        scheduled = httpx.post(
-            fs.functions["schedule-next"].url, headers=headers, content=done.content, timeout=30
-        )
+        scheduled = fs.caller.post(fs.url("schedule-next"), headers=headers, content=done.content)
         assert scheduled.status_code == 200, scheduled.text
         ids[f"{key}-next"] = scheduled.json()["task_id"]
     assert "@" in ids["series-next"] and ids["series-next"].startswith(ids["series"])
@@ -225,9 +228,7 @@ def test_the_victims_series_reaches_the_ids_mallory_took_first(fs):
     headers = {k: v for k, v in done.headers.items() if k.startswith("ce-")}
     headers["content-type"] = "application/json"
     for _ in range(2):  # delivered twice: one occurrence
-        answer = httpx.post(
-            fs.functions["schedule-next"].url, headers=headers, content=done.content, timeout=30
-        )
+        answer = fs.caller.post(fs.url("schedule-next"), headers=headers, content=done.content)
         assert answer.status_code == 200, answer.text
     made = [t for t in fs.store.list_tasks(victim) if t.parent_task_id == nxt]
     assert [t.task_id for t in made] == [upcoming]

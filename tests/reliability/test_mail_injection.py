@@ -33,6 +33,8 @@ from harness import MailServer, cloud_event
 from nextup.notify import Mailer, Message, PermanentFailure, SmtpConfig
 from nextup.reminders import ReminderStatus
 
+pytestmark = pytest.mark.fast
+
 SENDER = "nextup <reminders@nextup.example>"
 HEADERS = {
     "from",
@@ -227,6 +229,7 @@ def stack(tmp_path_factory) -> Iterator[FunctionSet]:
             mp,
             names=("schedule-next", "send-reminder"),
             per_function={"send-reminder": {"K_SINK": ""}},
+            in_process=True,
         )
         try:
             yield fs
@@ -236,7 +239,7 @@ def stack(tmp_path_factory) -> Iterator[FunctionSet]:
 
 def create(fs: FunctionSet, data: dict) -> httpx.Response:
     headers, body = cloud_event("todo.task.created", data, id_=uuid.uuid4().hex)
-    return httpx.post(fs.functions["schedule-next"].url, headers=headers, content=body, timeout=30)
+    return fs.caller.post(fs.url("schedule-next"), headers=headers, content=body)
 
 
 def test_an_event_with_the_reported_title_mails_one_plain_text_reminder(stack):
@@ -254,9 +257,7 @@ def test_an_event_with_the_reported_title_mails_one_plain_text_reminder(stack):
     headers, body = cloud_event(
         "todo.reminder.due", {"user_id": user, "task_id": task}, id_=uuid.uuid4().hex
     )
-    swept = httpx.post(
-        stack.functions["send-reminder"].url, headers=headers, content=body, timeout=30
-    )
+    swept = stack.caller.post(stack.url("send-reminder"), headers=headers, content=body)
     assert swept.status_code == 200, swept.text
     reminder = stack.store.get_reminder(user, task)
     assert reminder.status is ReminderStatus.SENT
