@@ -1,6 +1,7 @@
-"""A real function set: the four functions as functions-framework
-processes, a real SMTP server, a recording HTTP server standing in for the todo app's
-backend, webhooks and the sink, and the store (SQLite file or DynamoDB on moto server).
+"""A real function set: the four functions as functions-framework processes (or, with
+`in_process`, served by functions-framework in the test's process), a real SMTP server,
+a recording HTTP server standing in for the todo app's backend, webhooks and the sink,
+and the store (SQLite file or DynamoDB on moto server).
 """
 
 from __future__ import annotations

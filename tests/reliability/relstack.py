@@ -1,6 +1,7 @@
-"""The function set for the reliability tests: real functions-framework processes over a
-real store (SQLite file or DynamoDB on moto server), a real SMTP server and a recording
-HTTP sink, each optionally behind a fault proxy.
+"""The function set for the reliability tests: real functions-framework processes (or the
+same functions in-process: `in_process`) over a real store (SQLite file or DynamoDB on
+moto server), a real SMTP server and a recording HTTP sink, each optionally behind a
+fault proxy.
 """
 
 from __future__ import annotations

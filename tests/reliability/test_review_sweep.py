@@ -1,6 +1,6 @@
 """Review defects, class "one poisoned recipient": a reminder sweep's failure belongs to its
-one reminder. Real processes over each store backend, a real aiosmtpd server, webhooks on
-a real local HTTP server, the sink a real HTTP recorder.
+one reminder. The functions in-process (the fast layer) over each store backend, a real
+aiosmtpd server, webhooks on a real local HTTP server, the sink a real HTTP recorder.
 
 Why each test fails on the pre-fix code (c97ba0d; reasoned from its source, not run):
 
