@@ -11,8 +11,7 @@ from peers import moto_server
 __all__ = ["moto_server"]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+def _processes_allowed_unless_fast(item: pytest.Item) -> Iterator[None]:
     harness.processes_allowed = item.get_closest_marker("fast") is None
     try:
         return (yield)
@@ -20,10 +19,6 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
         harness.processes_allowed = True
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    harness.processes_allowed = item.get_closest_marker("fast") is None
-    try:
-        return (yield)
-    finally:
-        harness.processes_allowed = True
+# While a test is set up (its fixtures too) and while it runs.
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_processes_allowed_unless_fast)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_processes_allowed_unless_fast)

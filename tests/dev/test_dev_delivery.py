@@ -62,19 +62,15 @@ class Stand:
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[HttpRecorder]:
-    server = HttpRecorder(respond=Stand()).start()
-    yield server
-    server.stop()
+    with HttpRecorder(respond=Stand()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory, recorder: HttpRecorder) -> Iterator[DevStack]:
     routes = [arg for name in FUNCTIONS for arg in ("--route", f"{name}={recorder.url}/{name}/")]
-    stack = DevStack(tmp_path_factory.mktemp("dev-delivery"), *routes).start()
-    try:
+    with DevStack(tmp_path_factory.mktemp("dev-delivery"), *routes) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def received(recorder: HttpRecorder, prefix: str) -> dict[str, list[Recorded]]:

@@ -50,9 +50,8 @@ class Subscriber:
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[HttpRecorder]:
-    server = HttpRecorder(respond=Subscriber()).start()
-    yield server
-    server.stop()
+    with HttpRecorder(respond=Subscriber()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,12 @@ fault proxy.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from storedump import dump
@@ -120,6 +122,25 @@ class FunctionSet(FunctionGroup):
             raise
         stack.functions.update(processes)
         return stack
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, kind: str, tmp: Path, *, http: dict[str, Any] | None = None, **options: Any
+    ) -> Iterator[FunctionSet]:
+        """`start(kind, tmp, **options)` for a `with` block (a fixture's), with `kind` set
+        and `http`: one client for the module (a new one per request costs more than the
+        request), with the `http` options; everything stopped at the end (at once with
+        `at_once`)."""
+        with pytest.MonkeyPatch.context() as mp:
+            stack = cls.start(kind, tmp, mp, **options)
+            stack.kind = kind
+            try:
+                with stack.client(**{"timeout": 60, **(http or {})}) as client:
+                    stack.http = client
+                    yield stack
+            finally:
+                stack.stop(at_once=options.get("at_once", False))
 
     def stop_at_once(self) -> None:
         """`stop`, with the functions and the sink's server stopped in parallel."""

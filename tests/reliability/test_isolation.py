@@ -29,19 +29,10 @@ pytestmark = pytest.mark.fast
 
 @pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        stack = FunctionSet.start(
-            request.param,
-            tmp_path_factory.mktemp("isolation"),
-            mp,
-            moto=moto_server,
-            in_process=True,
-        )
-        stack.kind = request.param
-        try:
-            yield stack
-        finally:
-            stack.stop()
+    with FunctionSet.running(
+        request.param, tmp_path_factory.mktemp("isolation"), moto=moto_server, in_process=True
+    ) as stack:
+        yield stack
 
 
 def post(fs: FunctionSet, function: str, type_: str, data: dict, id_: str | None = None):

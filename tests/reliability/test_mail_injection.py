@@ -222,19 +222,14 @@ def test_any_title_leaves_the_mail_as_composed(mail, title):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        fs = FunctionSet.start(
-            "sqlite",
-            tmp_path_factory.mktemp("mail-injection"),
-            mp,
-            names=("schedule-next", "send-reminder"),
-            per_function={"send-reminder": {"K_SINK": ""}},
-            in_process=True,
-        )
-        try:
-            yield fs
-        finally:
-            fs.stop()
+    with FunctionSet.running(
+        "sqlite",
+        tmp_path_factory.mktemp("mail-injection"),
+        names=("schedule-next", "send-reminder"),
+        per_function={"send-reminder": {"K_SINK": ""}},
+        in_process=True,
+    ) as fs:
+        yield fs
 
 
 def create(fs: FunctionSet, data: dict) -> httpx.Response:

@@ -425,19 +425,14 @@ def test_failing_webhooks_never_hold_back_other_webhooks(hook):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        fs = FunctionSet.start(
-            "sqlite",
-            tmp_path_factory.mktemp("recipients"),
-            mp,
-            names=("schedule-next", "send-reminder"),
-            env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1"},
-            in_process=True,
-        )
-        try:
-            yield fs
-        finally:
-            fs.stop()
+    with FunctionSet.running(
+        "sqlite",
+        tmp_path_factory.mktemp("recipients"),
+        names=("schedule-next", "send-reminder"),
+        env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1"},
+        in_process=True,
+    ) as fs:
+        yield fs
 
 
 LEGACY = {

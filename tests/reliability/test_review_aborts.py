@@ -16,7 +16,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from relstack import FunctionSet
 from test_review_defects import created, post, tasks_of
@@ -27,17 +26,10 @@ from peers import STORE_KINDS
 
 @pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        stack = FunctionSet.start(
-            request.param, tmp_path_factory.mktemp("aborts"), mp, moto=moto_server, at_once=True
-        )
-        stack.kind = request.param
-        with httpx.Client(timeout=60) as http:
-            stack.http = http
-            try:
-                yield stack
-            finally:
-                stack.stop_at_once()
+    with FunctionSet.running(
+        request.param, tmp_path_factory.mktemp("aborts"), moto=moto_server, at_once=True
+    ) as stack:
+        yield stack
 
 
 # -- clients that go away mid-request ------------------------------------------------------

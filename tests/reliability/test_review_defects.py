@@ -73,19 +73,15 @@ FEW = settings(
 def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
     """Reply mode for complete-task and schedule-next (no K_SINK): the emitted event is
     the answer, so its ce-id is visible to the test."""
-    with pytest.MonkeyPatch.context() as mp:
-        stack = FunctionSet.start(
-            request.param, tmp_path_factory.mktemp("review"), mp, moto=moto_server, in_process=True
-        )
-        stack.kind = request.param
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        # One client for the module: a new one per request costs more than the request.
-        with stack.client(timeout=60, limits=limits) as http:
-            stack.http = http
-            try:
-                yield stack
-            finally:
-                stack.stop()
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    with FunctionSet.running(
+        request.param,
+        tmp_path_factory.mktemp("review"),
+        moto=moto_server,
+        in_process=True,
+        http={"limits": limits},
+    ) as stack:
+        yield stack
 
 
 def post(

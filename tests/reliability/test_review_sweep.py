@@ -126,27 +126,15 @@ def hooks(fs) -> Iterator[Hooks]:
 
 @pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        stack = FunctionSet.start(
-            request.param,
-            tmp_path_factory.mktemp("review-sweep"),
-            mp,
-            moto=moto_server,
-            names=("schedule-next", "send-reminder"),
-            env={
-                "NEXTUP_WEBHOOK_ALLOW": "127.0.0.1",
-                "NEXTUP_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT),
-            },
-            in_process=True,
-        )
-        stack.kind = request.param
-        # One client for the module: a new one per request costs more than the request.
-        with stack.client(timeout=60) as http:
-            stack.http = http
-            try:
-                yield stack
-            finally:
-                stack.stop_at_once()
+    with FunctionSet.running(
+        request.param,
+        tmp_path_factory.mktemp("review-sweep"),
+        moto=moto_server,
+        names=("schedule-next", "send-reminder"),
+        env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1", "NEXTUP_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT)},
+        in_process=True,
+    ) as stack:
+        yield stack
 
 
 def post(fs: FunctionSet, url: str, type_: str, data: dict) -> httpx.Response:

@@ -117,11 +117,10 @@ ALLOWED = [
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     canary = Canary().start()
-    with pytest.MonkeyPatch.context() as mp:
-        fs = FunctionSet.start(
+    try:
+        with FunctionSet.running(
             "sqlite",
             tmp_path_factory.mktemp("webhooks"),
-            mp,
             names=("schedule-next", "send-reminder"),
             env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.2,10.1.2.0/24,localhost"},
             per_function={
@@ -133,13 +132,11 @@ def stack(tmp_path_factory):
                     "K_SINK": "",
                 }
             },
-        )
-        fs.canary = canary
-        try:
+        ) as fs:
+            fs.canary = canary
             yield fs
-        finally:
-            fs.stop()
-            canary.stop()
+    finally:
+        canary.stop()
 
 
 def remind(fs: FunctionSet, user: str, target: str) -> tuple[ReminderStatus, str | None, int]:
