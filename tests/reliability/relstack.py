@@ -18,7 +18,7 @@ from storedump import dump
 
 from harness import FunctionGroup, FunctionProcess, HttpRecorder, MailServer
 from nextup_dev.moto import aws_env
-from nextup_dev.stores import SQLITE
+from nextup_dev.stores import SQLITE, STORE_KINDS
 from nextup_dev.stores import store_url as store_url_for
 
 
@@ -141,6 +141,22 @@ class FunctionSet(FunctionGroup):
                     yield stack
             finally:
                 stack.stop(at_once=options.get("at_once", False))
+
+    @classmethod
+    def fixture(
+        cls, name: str, workdir: str, kinds: tuple[str, ...] = STORE_KINDS, **options: Any
+    ) -> Any:
+        """A module-scoped pytest fixture `name`: the set `running(kind, ...)` over each of
+        `kinds` (a fresh `workdir` each), with the moto server when DynamoDB is among them."""
+
+        @pytest.fixture(name=name, scope="module", params=kinds)
+        def running_set(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Any]:
+            moto = None if request.param == SQLITE else request.getfixturevalue("moto_server")
+            tmp = tmp_path_factory.mktemp(workdir)
+            with cls.running(request.param, tmp, moto=moto, **options) as stack:
+                yield stack
+
+        return running_set
 
     def stop_at_once(self) -> None:
         """`stop`, with the functions and the sink's server stopped in parallel."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,17 +21,11 @@ from relstack import FunctionSet
 from harness import cloud_event
 from nextup import tasks
 from nextup.envelope import parse_http
-from peers import STORE_KINDS
 
 pytestmark = pytest.mark.fast
 
 
-@pytest.fixture(scope="module", params=STORE_KINDS)
-def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    with FunctionSet.running(
-        request.param, tmp_path_factory.mktemp("isolation"), moto=moto_server, in_process=True
-    ) as stack:
-        yield stack
+fs = FunctionSet.fixture("fs", "isolation", in_process=True)
 
 
 def post(fs: FunctionSet, function: str, type_: str, data: dict, id_: str | None = None):

@@ -32,6 +32,7 @@ from relstack import FunctionSet
 from harness import MailServer, cloud_event
 from nextup.notify import Mailer, Message, PermanentFailure, SmtpConfig
 from nextup.reminders import ReminderStatus
+from nextup_dev.stores import SQLITE
 
 pytestmark = pytest.mark.fast
 
@@ -220,16 +221,14 @@ def test_any_title_leaves_the_mail_as_composed(mail, title):
 # -- the whole path: an event's title through schedule-next and send-reminder ---------------
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[FunctionSet]:
-    with FunctionSet.running(
-        "sqlite",
-        tmp_path_factory.mktemp("mail-injection"),
-        names=("schedule-next", "send-reminder"),
-        per_function={"send-reminder": {"K_SINK": ""}},
-        in_process=True,
-    ) as fs:
-        yield fs
+stack = FunctionSet.fixture(
+    "stack",
+    "mail-injection",
+    (SQLITE,),
+    names=("schedule-next", "send-reminder"),
+    per_function={"send-reminder": {"K_SINK": ""}},
+    in_process=True,
+)
 
 
 def create(fs: FunctionSet, data: dict) -> httpx.Response:

@@ -42,6 +42,7 @@ from nextup.notify import (
 )
 from nextup.reminders import ReminderStatus
 from nextup.services import Services
+from nextup_dev.stores import SQLITE
 from peers import free_port
 
 pytestmark = pytest.mark.fast
@@ -423,16 +424,14 @@ def test_failing_webhooks_never_hold_back_other_webhooks(hook):
 # -- the sweep: stored tasks from before the rules tightened ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[FunctionSet]:
-    with FunctionSet.running(
-        "sqlite",
-        tmp_path_factory.mktemp("recipients"),
-        names=("schedule-next", "send-reminder"),
-        env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1"},
-        in_process=True,
-    ) as fs:
-        yield fs
+stack = FunctionSet.fixture(
+    "stack",
+    "recipients",
+    (SQLITE,),
+    names=("schedule-next", "send-reminder"),
+    env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1"},
+    in_process=True,
+)
 
 
 LEGACY = {

@@ -14,22 +14,14 @@ import json
 import random
 import socket
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from relstack import FunctionSet
 from test_review_defects import created, post, tasks_of
 
 from harness import wait_until
-from peers import STORE_KINDS
 
-
-@pytest.fixture(scope="module", params=STORE_KINDS)
-def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    with FunctionSet.running(
-        request.param, tmp_path_factory.mktemp("aborts"), moto=moto_server, at_once=True
-    ) as stack:
-        yield stack
+fs = FunctionSet.fixture("fs", "aborts", at_once=True)
 
 
 # -- clients that go away mid-request ------------------------------------------------------

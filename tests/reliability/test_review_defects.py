@@ -43,7 +43,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -55,7 +55,6 @@ from relstack import FunctionSet
 
 from harness import cloud_event, structured_event, wait_until
 from nextup.envelope import event_key, parse_http
-from peers import STORE_KINDS
 
 pytestmark = pytest.mark.fast
 
@@ -69,19 +68,14 @@ FEW = settings(
 )
 
 
-@pytest.fixture(scope="module", params=STORE_KINDS)
-def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    """Reply mode for complete-task and schedule-next (no K_SINK): the emitted event is
-    the answer, so its ce-id is visible to the test."""
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    with FunctionSet.running(
-        request.param,
-        tmp_path_factory.mktemp("review"),
-        moto=moto_server,
-        in_process=True,
-        http={"limits": limits},
-    ) as stack:
-        yield stack
+# Reply mode for complete-task and schedule-next (no K_SINK): the emitted event is the
+# answer, so its ce-id is visible to the test.
+fs = FunctionSet.fixture(
+    "fs",
+    "review",
+    in_process=True,
+    http={"limits": httpx.Limits(max_connections=100, max_keepalive_connections=100)},
+)
 
 
 def post(

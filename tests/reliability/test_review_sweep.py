@@ -42,7 +42,7 @@ from relstack import FunctionSet
 
 from harness import HttpRecorder, MailServer, Recorded, cloud_event, wait_until
 from nextup.reminders import RETRY_FIRST, ReminderStatus
-from peers import STORE_KINDS, free_port
+from peers import free_port
 
 pytestmark = pytest.mark.fast
 
@@ -124,17 +124,13 @@ def hooks(fs) -> Iterator[Hooks]:
     h.stop()
 
 
-@pytest.fixture(scope="module", params=STORE_KINDS)
-def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    with FunctionSet.running(
-        request.param,
-        tmp_path_factory.mktemp("review-sweep"),
-        moto=moto_server,
-        names=("schedule-next", "send-reminder"),
-        env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1", "NEXTUP_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT)},
-        in_process=True,
-    ) as stack:
-        yield stack
+fs = FunctionSet.fixture(
+    "fs",
+    "review-sweep",
+    names=("schedule-next", "send-reminder"),
+    env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1", "NEXTUP_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT)},
+    in_process=True,
+)
 
 
 def post(fs: FunctionSet, url: str, type_: str, data: dict) -> httpx.Response:
