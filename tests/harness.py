@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from nextup_dev import launcher
 from nextup_dev.moto import AWS_TEST_ENV
@@ -39,6 +40,17 @@ processes_allowed = True
 
 # The tests' SMTP server: keeps what it receives, scriptable (`nextup_dev.smtp`).
 MailServer = RecordingSmtp
+
+
+def recorder_fixture(respond: Callable[[], Callable[[Recorded], Any]]) -> Any:
+    """A module-scoped fixture `recorder`: an `HttpRecorder` answering with `respond()`."""
+
+    @pytest.fixture(name="recorder", scope="module")
+    def serving() -> Any:
+        with HttpRecorder(respond=respond()) as server:
+            yield server
+
+    return serving
 
 
 class RawPeer:
@@ -327,6 +339,7 @@ __all__ = [
     "Script",
     "TestCA",
     "cloud_event",
+    "recorder_fixture",
     "structured_event",
     "wait_until",
 ]

@@ -19,7 +19,14 @@ from collections.abc import Iterator
 import pytest
 from devstack import DevStack
 
-from harness import HttpRecorder, Recorded, cloud_event, structured_event, wait_until
+from harness import (
+    HttpRecorder,
+    Recorded,
+    cloud_event,
+    recorder_fixture,
+    structured_event,
+    wait_until,
+)
 from nextup.events import CATALOG, DAPR_ENVELOPE, PING
 from nextup.functions import ALL
 
@@ -60,10 +67,7 @@ class Stand:
         return 202, json_type, b'{"outcome": "recorded"}'
 
 
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[HttpRecorder]:
-    with HttpRecorder(respond=Stand()) as server:
-        yield server
+recorder = recorder_fixture(Stand)
 
 
 @pytest.fixture(scope="module")
