@@ -223,8 +223,8 @@ class FunctionGroup:
 
     store_url: str
     env: dict[str, str]
-    mail: MailServer
-    web: HttpRecorder
+    mail: MailServer | None  # None: the functions are given no SMTP server
+    web: HttpRecorder | None  # None: nor an HTTP server
     functions: dict[str, Any] = field(default_factory=dict)  # FunctionProcess or in-process
     store: Any = None  # nextup.store.Store, opened by `launch`
     in_process: bool = False
@@ -282,7 +282,8 @@ class FunctionGroup:
     def stop(self, at_once: bool = False) -> None:
         """Stop the functions and the servers; `at_once`: the functions and the HTTP
         server in parallel (each process takes a while to wind down)."""
-        stops = [*(f.stop for f in self.functions.values()), self.web.stop]
+        stops = [f.stop for f in self.functions.values()]
+        stops += [self.web.stop] if self.web is not None else []
         if at_once:
             threads = [threading.Thread(target=stop) for stop in stops]
             for thread in threads:
@@ -292,7 +293,8 @@ class FunctionGroup:
         else:
             for stop in stops:
                 stop()
-        self.mail.stop()
+        if self.mail is not None:
+            self.mail.stop()
         if self.store is not None:
             self.store.close()
         if self._caller is not None:
