@@ -44,7 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOMAIN = "inprocess"
 ANSWER_TIMEOUT = 60.0  # seconds for one request: a hung handler fails the test, not the run
 
-_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("function", default=None)
+# (host, name) of the function handling the request at hand, for its log lines.
+_current: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "function", default=None
+)
 _environ_lock = threading.Lock()
 
 
@@ -73,16 +76,17 @@ class _Logs(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from nextup.logs import JsonFormatter
 
-        function = _current.get()
-        if function is None:
+        current = _current.get()
+        if current is None:
             return
-        line = json.loads(JsonFormatter(function).format(record))
+        host, name = current
+        line = json.loads(JsonFormatter(name).format(record))
         with self._lock:
-            self.lines.setdefault(function, []).append(line)
+            self.lines.setdefault(host, []).append(line)
 
-    def of(self, function: str) -> list[dict]:
+    def of(self, host: str) -> list[dict]:
         with self._lock:
-            return list(self.lines.get(function, []))
+            return list(self.lines.get(host, []))
 
 
 class Loop:
@@ -160,10 +164,10 @@ class InProcessFunction:
         app._services = services
         app._log = logging.getLogger("nextup")
         self.app = app
-        name = self.name
+        current = (self.host, self.name)
 
         async def serve(scope: Any, receive: Any, send: Any) -> None:
-            token = _current.set(name)
+            token = _current.set(current)
             try:
                 await asgi(scope, receive, send)
             finally:
@@ -173,7 +177,7 @@ class InProcessFunction:
         return self
 
     def log_lines(self) -> list[dict]:
-        return self._loop.logs.of(self.name)
+        return self._loop.logs.of(self.host)
 
     def stop(self) -> None:
         self._loop.hosts.pop(self.host, None)
