@@ -37,9 +37,10 @@ from pathlib import Path
 from bench import describe, events, fixtures, machine, peers, report
 from bench.baselines import FLOOR
 from bench.procs import ROOT, Server, free_port, function_argv
+from nextup_dev.stores import DYNAMODB, SQLITE
 
 FUNCTIONS = ("complete-task", "schedule-next", "send-reminder", "health")
-TARGETS = {"sqlite": 1.3, "dynamodb": 1.6}
+TARGETS = {SQLITE: 1.3, DYNAMODB: 1.6}  # one per store kind (STORE_KINDS)
 MEMORY_TARGET = 1.5
 RUNS, QUICK_RUNS = 10, 2
 POLL = 0.002
@@ -246,8 +247,8 @@ def render(results: dict) -> str:
         "(gunicorn master + uvicorn worker) right after the first answer; RSS counts the "
         "pages the worker shares with the master twice, PSS splits them.",
         "",
-        f"Targets: cold start at most {TARGETS['sqlite']}x the floor with SQLite and "
-        f"{TARGETS['dynamodb']}x with DynamoDB; memory (RSS) at most {MEMORY_TARGET}x the "
+        f"Targets: cold start at most {TARGETS[SQLITE]}x the floor with SQLite and "
+        f"{TARGETS[DYNAMODB]}x with DynamoDB; memory (RSS) at most {MEMORY_TARGET}x the "
         "floor's.",
         "",
         "Reproduce: `python -m bench coldstart` (`--quick`: 2 runs each).",
