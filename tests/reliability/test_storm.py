@@ -63,7 +63,7 @@ def summary(stats: Stats) -> dict:
     }
 
 
-# Tasks per store kind (as many as each runs through in the time the test is given).
+# How many tasks the storm has, per store kind.
 TASKS = {SQLITE: 400, DYNAMODB: 40}
 
 
