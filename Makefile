@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev generate test test-compat lint bench clean kind-up kind-smoke kind-openfaas kind-down
+.PHONY: dev generate test test-fast test-compat lint bench clean kind-up kind-smoke kind-openfaas kind-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,15 @@ test: $(STAMP)
 	TZ=Pacific/Chatham $(BIN)/pytest -n 2 --dist loadfile
 	$(MAKE) test-compat
 
+# The fast loop, under a minute on 2 cores: the tests marked `fast`, whose functions run
+# in the test's process (tests/inprocess.py) against real peers. `make test` runs them too,
+# with the process fleets (crashes, storms, cold starts, real sockets) and everything else.
+test-fast: $(STAMP)
+	TZ=Pacific/Chatham $(BIN)/pytest -n 2 --dist loadfile -m fast
+
 # The Pythons requires-python allows besides the one .venv has, as pyenv installs them.
+# The tests' peers come from nextup_dev (local/), installed without `nextup dev`'s own
+# dependencies: the peers need only aiosmtpd.
 COMPAT_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3 $(HOME)/.pyenv/versions/3.13*/bin/python3)
 COMPAT_TESTS := tests/test_targets.py tests/test_webhook_addresses.py tests/test_envelope.py \
 	tests/test_events.py tests/test_recurrence_phrases.py tests/test_recurrence_zones.py \
@@ -48,6 +56,7 @@ test-compat:
 		test -x $$venv/bin/python || $$python -m venv $$venv || exit 1; \
 		$$venv/bin/python -m pip install --quiet -e . pytest pytest-timeout hypothesis \
 			aiosmtpd || exit 1; \
+		$$venv/bin/python -m pip install --quiet --no-deps -e ./local || exit 1; \
 		echo "Python $$version:"; \
 		TZ=America/St_Johns $$venv/bin/python -m pytest -q -p no:cacheprovider \
 			$(COMPAT_TESTS) || exit 1; \

@@ -37,9 +37,10 @@ from pathlib import Path
 from bench import describe, events, fixtures, machine, peers, report
 from bench.baselines import FLOOR
 from bench.procs import ROOT, Server, free_port, function_argv
+from nextup_dev.stores import DYNAMODB, SQLITE
 
 FUNCTIONS = ("complete-task", "schedule-next", "send-reminder", "health")
-TARGETS = {"sqlite": 1.3, "dynamodb": 1.6}
+TARGETS = {SQLITE: 1.3, DYNAMODB: 1.6}  # one per store kind (STORE_KINDS)
 MEMORY_TARGET = 1.5
 RUNS, QUICK_RUNS = 10, 2
 POLL = 0.002
@@ -132,7 +133,7 @@ def _series(function: str, store: str, env: dict[str, str], runs: int) -> dict:
         ]
         for name, source, samples in pair if run % 2 == 0 else pair[::-1]:
             port = free_port()
-            server = Server(name, function_argv(source, port), port, env=env)
+            server = Server(name, function_argv(port, source), port, env=env)
             try:
                 samples.append(first_answer(server, request))
             finally:
@@ -170,7 +171,7 @@ def _summary(ours: list[dict], floor: list[dict]) -> dict:
 def run(
     quick: bool = False,
     functions: tuple[str, ...] = FUNCTIONS,
-    stores: tuple[str, ...] = tuple(TARGETS),
+    stores: tuple[str, ...] = peers.STORE_KINDS,
     runs: int | None = None,
 ) -> dict:
     runs = runs or (QUICK_RUNS if quick else RUNS)
@@ -178,26 +179,18 @@ def run(
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as workdir:
         smtp = peers.smtp()
-        moto = peers.moto() if "dynamodb" in stores else None
         try:
-            settings = {"sqlite": {"NEXTUP_STORE_URL": f"sqlite:///{Path(workdir) / 'state.db'}"}}
-            if moto is not None:
-                settings["dynamodb"] = {
-                    "NEXTUP_STORE_URL": "dynamodb://bench-cold",
-                    **peers.aws_env(moto.url),
-                }
-            for store in stores:
-                env = settings[store]
-                with environ(env):
-                    fixtures.init(env["NEXTUP_STORE_URL"])
-                    for function in functions:
-                        extra = {"NEXTUP_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
-                        function_env = {**env, **(extra if function == "send-reminder" else {})}
-                        rows.append(_series(function, store, function_env, runs))
+            with peers.stores(stores, Path(workdir), "bench-cold") as settings:
+                for store in stores:
+                    env = settings[store]
+                    with environ(env):
+                        fixtures.init(env["NEXTUP_STORE_URL"])
+                        for function in functions:
+                            extra = {"NEXTUP_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
+                            function_env = {**env, **(extra if function == "send-reminder" else {})}
+                            rows.append(_series(function, store, function_env, runs))
         finally:
             smtp.stop()
-            if moto is not None:
-                moto.stop()
     return {"machine": info, "quick": quick, "runs": runs, "rows": rows}
 
 
@@ -254,8 +247,8 @@ def render(results: dict) -> str:
         "(gunicorn master + uvicorn worker) right after the first answer; RSS counts the "
         "pages the worker shares with the master twice, PSS splits them.",
         "",
-        f"Targets: cold start at most {TARGETS['sqlite']}x the floor with SQLite and "
-        f"{TARGETS['dynamodb']}x with DynamoDB; memory (RSS) at most {MEMORY_TARGET}x the "
+        f"Targets: cold start at most {TARGETS[SQLITE]}x the floor with SQLite and "
+        f"{TARGETS[DYNAMODB]}x with DynamoDB; memory (RSS) at most {MEMORY_TARGET}x the "
         "floor's.",
         "",
         "Reproduce: `python -m bench coldstart` (`--quick`: 2 runs each).",

@@ -4,8 +4,9 @@ pinned away from the server under test:
 - `backend`: the todo app's API as the seed's services call it (`POST /api/tasks`), a
   minimal asyncio HTTP server that answers every request at once; `GET /_count` says how
   many POSTs it took, so a benchmark can check the work was really done;
-- `smtp`: an aiosmtpd server that accepts and discards every message;
-- `moto`: moto's server speaking the DynamoDB API.
+- `smtp`: an SMTP server that accepts and discards every message (`nextup_dev.smtp`);
+- `moto`: moto's own server speaking the DynamoDB API (`nextup_dev.moto`);
+- `stores`: the settings of each store kind (`nextup_dev.stores`), with moto if needed.
 
     python -m bench.peers backend PORT
     python -m bench.peers smtp PORT
@@ -14,13 +15,21 @@ pinned away from the server under test:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
-from bench.procs import Server, free_port
+from bench.procs import Server, free_port, pin
+from nextup_dev.moto import MotoServer, aws_env
+from nextup_dev.smtp import SmtpServer
+from nextup_dev.stores import SQLITE, STORE_KINDS, store_url
+
+__all__ = ["STORE_KINDS", "aws_env", "backend", "backend_posts_at", "moto", "smtp", "stores"]
 
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 CREATED = b'{"task_id":"created"}'
@@ -71,23 +80,19 @@ async def _serve_backend(port: int) -> None:
 
 
 def _serve_smtp(port: int) -> None:
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.handlers import Sink
-
-    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
-    controller.start()
+    server = SmtpServer(port).start()
     try:
         while True:
             time.sleep(3600)
     finally:
-        controller.stop()
+        server.stop()
 
 
 def backend(cpu: int | None = None) -> Server:
     port = free_port()
     server = Server("backend", [sys.executable, "-m", "bench.peers", "backend", str(port)], port)
     server.start("/_count")
-    _pin(server, cpu)
+    _pin(server.tree(), cpu)
     return server
 
 
@@ -100,53 +105,38 @@ def backend_posts_at(url: str) -> int:
 def smtp(cpu: int | None = None) -> Server:
     port = free_port()
     server = Server("smtp", [sys.executable, "-m", "bench.peers", "smtp", str(port)], port)
-    server.spawn()
-    _wait_tcp(server)
-    _pin(server, cpu)
+    server.start(ready_path=None)
+    _pin(server.tree(), cpu)
     return server
 
 
-def moto(cpu: int | None = None) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    server = Server("moto", argv, port)
-    server.start("/moto-api/")
-    _pin(server, cpu)
+def moto(cpu: int | None = None) -> MotoServer:
+    """moto's own server (not the tests' one-at-a-time server: as fast as moto goes)."""
+    server = MotoServer(atomic=False).start()
+    _pin([server.pid] if server.pid else [], cpu)
     return server
 
 
-def aws_env(endpoint: str) -> dict[str, str]:
-    """What a function needs to reach moto's DynamoDB (dummy credentials)."""
-    return {
-        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-    }
+@contextlib.contextmanager
+def stores(kinds: tuple[str, ...], workdir: Path, prefix: str) -> Iterator[dict[str, dict]]:
+    """{kind: the settings a function needs for a fresh store of that kind}; a moto server
+    for as long as DynamoDB is among them."""
+    server = moto() if any(kind != SQLITE for kind in kinds) else None
+    try:
+        settings = {}
+        for kind in kinds:
+            settings[kind] = {"NEXTUP_STORE_URL": store_url(kind, workdir, prefix=prefix)}
+            if kind != SQLITE:
+                assert server is not None
+                settings[kind].update(aws_env(server.url))
+        yield settings
+    finally:
+        if server is not None:
+            server.stop()
 
 
-def _pin(server: Server, cpu: int | None) -> None:
-    from bench.procs import pin
-
-    pin(server.tree(), None if cpu is None else {cpu})
-
-
-def _wait_tcp(server: Server, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
-                return
-        except OSError:
-            if server.process is not None and server.process.poll() is not None:
-                raise RuntimeError(f"{server.name} exited:\n{server.log()}") from None
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"{server.name} did not listen within {timeout:.0f} s") from None
-            time.sleep(0.02)
+def _pin(pids: list[int], cpu: int | None) -> None:
+    pin(pids, None if cpu is None else {cpu})
 
 
 def main(argv: list[str]) -> int:

@@ -12,26 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from nextup_dev.launcher import function_argv
+from nextup_dev.ports import free_port
+from nextup_dev.processes import Supervised, http_answers, tcp_open
+
+__all__ = ["ROOT", "Server", "free_port", "function_argv", "pin", "server_cpu_split"]
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpus() -> list[int]:
@@ -47,23 +39,6 @@ def server_cpu_split() -> tuple[set[int] | None, int | None]:
     if len(available) < 2:
         return None, None
     return {available[0]}, available[-1]
-
-
-def function_argv(source: Path, port: int, target: str = "handle") -> list[str]:
-    """How every function is served, ours and the floor alike."""
-    return [
-        sys.executable,
-        "-m",
-        "functions_framework",
-        "--source",
-        str(source),
-        "--target",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
 
 
 def children(pid: int) -> list[int]:
@@ -123,49 +98,36 @@ def pin(pids: Sequence[int], cpu_set: set[int] | None) -> None:
                     os.sched_setaffinity(int(task.name), cpu_set)
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
+class Server(Supervised):
+    """A server process we start and stop (`nextup_dev.processes.Supervised`), that also
+    knows its process tree: to measure it, to pin it, and to leave none of it behind."""
 
+    keep_log = False
 
-@dataclass
-class Server:
-    """A server process we start and stop; its output goes to a log file."""
-
-    name: str
-    argv: list[str]
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: Path = ROOT
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-    # pid -> its start time, so a pid the kernel has since reused is never signalled
-    pids: dict[int, str] = field(default_factory=dict)
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
+        super().__init__(
+            name, argv, env=env, cwd=cwd, start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT
+        )
+        self.port = port
+        self.ready_path: str | None = "/"
+        # pid -> its start time, so a pid the kernel has since reused is never signalled
+        self.pids: dict[int, str] = {}
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def spawn(self) -> subprocess.Popen[bytes]:
-        """fork/exec, nothing more: the cold start clock runs around this."""
-        handle, path = tempfile.mkstemp(prefix=f"bench-{self.name}-", suffix=".log")
-        self.log_path = Path(path)
-        self.process = subprocess.Popen(
-            self.argv,
-            env={**os.environ, **self.env},
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-        os.close(handle)
-        self._remember([self.process.pid])
-        return self.process
+    def spawn(self):
+        process = super().spawn()
+        self._remember([process.pid])
+        return process
 
     def _remember(self, pids: Sequence[int]) -> None:
         for pid in pids:
@@ -180,55 +142,31 @@ class Server:
         self._remember(pids)
         return pids
 
-    def start(self, ready_path: str = "/", timeout: float = START_TIMEOUT) -> Server:
-        """Spawn and wait until any HTTP answer comes from `ready_path`."""
-        self.spawn()
-        deadline = time.monotonic() + timeout
-        while not _answers(self.url + ready_path):
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.log()}"
-                )
-            if time.monotonic() > deadline:
-                log = self.log()
-                self.stop()
-                raise RuntimeError(f"{self.name} did not answer within {timeout:.0f} s:\n{log}")
-            time.sleep(0.02)
+    def ready(self) -> bool:
+        if self.ready_path is None:
+            return tcp_open("127.0.0.1", self.port)
+        return http_answers(self.url + self.ready_path, timeout=2.0)
+
+    def start(self, ready_path: str | None = "/", timeout: float = START_TIMEOUT) -> Server:
+        """Spawn and wait until any HTTP answer comes from `ready_path` (None: until it
+        accepts connections)."""
+        self.ready_path = ready_path
+        super().start(timeout)
         self.tree()
         return self
 
     def memory(self) -> dict[str, int]:
         return memory_kib(self.tree())
 
-    def log(self) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM to the process we started (gunicorn stops its worker), then make sure
         every pid we saw in its tree is gone."""
-        if self.process is not None:
-            self.tree()
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+        self.tree()
+        code = super().stop(timeout)
         for pid, started in self.pids.items():
             kill_if_same(pid, started)
         self.pids.clear()
-        if self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return code
 
 
 def kill_if_same(pid: int, started: str) -> None:

@@ -294,7 +294,7 @@ def pipeline(seconds: float) -> dict:
 def run(
     quick: bool = False,
     functions: tuple[str, ...] = FIRST_EVENT,
-    stores: tuple[str, ...] = ("sqlite", "dynamodb"),
+    stores: tuple[str, ...] = peers.STORE_KINDS,
     warm_targets: tuple[str, ...] = WARM,
     with_pipeline: bool = True,
     seconds: float | None = None,
@@ -303,23 +303,15 @@ def run(
     seconds = seconds or (3.0 if quick else 8.0)
     results: dict = {"machine": info, "quick": quick, "seconds": seconds}
     results["imports"] = imports(functions)
-    with tempfile.TemporaryDirectory(prefix="bench-prof-") as workdir:
-        moto = peers.moto() if "dynamodb" in stores else None
-        try:
-            settings = {"sqlite": {"NEXTUP_STORE_URL": f"sqlite:///{Path(workdir) / 'state.db'}"}}
-            if moto is not None:
-                settings["dynamodb"] = {
-                    "NEXTUP_STORE_URL": "dynamodb://bench-prof",
-                    **peers.aws_env(moto.url),
-                }
-            chosen = {store: settings[store] for store in stores}
-            for env in chosen.values():
-                with coldstart.environ(env):
-                    fixtures.init(env["NEXTUP_STORE_URL"])
-            results["first_event"] = first_event_profiles(chosen, functions)
-        finally:
-            if moto is not None:
-                moto.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-prof-") as workdir,
+        peers.stores(stores, Path(workdir), "bench-prof") as settings,
+    ):
+        chosen = {store: settings[store] for store in stores}
+        for env in chosen.values():
+            with coldstart.environ(env):
+                fixtures.init(env["NEXTUP_STORE_URL"])
+        results["first_event"] = first_event_profiles(chosen, functions)
     if py_spy() is None:
         results["skipped"] = "py-spy is not installed"
         return results

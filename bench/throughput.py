@@ -132,7 +132,7 @@ NAMES = tuple(target.name for target in TARGETS)
 def _server(target: Target, workdir: Path, env: dict[str, str]) -> Server:
     port = free_port()
     if target.server == "floor":
-        return Server("floor", function_argv(FLOOR, port), port, env=env)
+        return Server("floor", function_argv(port, FLOOR), port, env=env)
     if target.server == "seed":
         argv = [sys.executable, "-m", "uvicorn", "bench.baselines.seed_style:app"]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
@@ -140,7 +140,7 @@ def _server(target: Target, workdir: Path, env: dict[str, str]) -> Server:
         seed_env = {**env, "SEED_STATE_DB": str(workdir / "seed-state.db")}
         return Server("seed-style", argv, port, env=seed_env)
     source = ROOT / "functions" / target.server / "main.py"
-    return Server(target.server, function_argv(source, port), port, env=env)
+    return Server(target.server, function_argv(port, source), port, env=env)
 
 
 def _ready_path(target: Target) -> str:
@@ -230,7 +230,7 @@ def _wrk_floor(settings: dict, gen_cpu: int | None, server_cpus) -> dict | None:
     script = Path(tempfile.mkstemp(prefix="bench-wrk-", suffix=".lua")[1])
     script.write_text(WRK_SCRIPT)
     port = free_port()
-    server = Server("floor", function_argv(FLOOR, port), port)
+    server = Server("floor", function_argv(port, FLOOR), port)
     try:
         server.start("/")
         pin(server.tree(), server_cpus)

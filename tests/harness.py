@@ -11,134 +11,46 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import ssl
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiosmtpd.controller import Controller
+import pytest
 
-from peers import free_port
+from nextup_dev import launcher
+from nextup_dev.moto import AWS_TEST_ENV
+from nextup_dev.processes import wait_until
+from nextup_dev.recorder import HttpRecorder, Recorded
+from nextup_dev.smtp import HANG_UP, Delivery, RecordingSmtp, Script
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
+# False while a test marked `fast` runs (tests/conftest.py): it may start no function process.
+processes_allowed = True
 
 
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, message: str = "condition"
-) -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    event = threading.Event()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {message}")
-        event.wait(0.02)
+# The tests' SMTP server: keeps what it receives, scriptable (`nextup_dev.smtp`).
+MailServer = RecordingSmtp
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One mail as the SMTP server received it: the envelope and the raw bytes."""
+def recorder_fixture(respond: Callable[[], Callable[[Recorded], Any]]) -> Any:
+    """A module-scoped fixture `recorder`: an `HttpRecorder` answering with `respond()`."""
 
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    content: bytes
+    @pytest.fixture(name="recorder", scope="module")
+    def serving() -> Any:
+        with HttpRecorder(respond=respond()) as server:
+            yield server
 
-
-# What a scripted MailServer does instead of accepting: an SMTP reply line, or HANG_UP.
-HANG_UP = "hang up"
-Script = Callable[[str, str], str | None]  # (verb: MAIL, RCPT or DATA, address) -> reply
-
-
-class MailServer:
-    """aiosmtpd on a loopback port, keeping every message it receives.
-
-    `script(verb, address)` may answer MAIL, RCPT (address: the recipient) or DATA
-    (address: the first recipient) with its own reply, e.g. "450 4.2.1 try later", or
-    HANG_UP to drop the connection there; None accepts. Without SMTPUTF8 support,
-    like many servers.
-    """
-
-    def __init__(self, port: int | None = None, *, script: Script | None = None) -> None:
-        self.port = port or free_port()
-        self.messages: list[Message] = []
-        self.deliveries: list[Delivery] = []
-        self.script = script or (lambda verb, address: None)
-        self._lock = threading.Lock()
-        self._controller: Controller | None = None
-
-    def _scripted(self, server, verb: str, address: str) -> str | None:
-        reply = self.script(verb, address)
-        if reply == HANG_UP:
-            server.transport.close()
-            return "421 4.3.0 closing"  # never arrives: the connection is gone
-        return reply
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        reply = self._scripted(server, "MAIL", address)
-        if reply:
-            return reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self._scripted(server, "RCPT", address)
-        if reply:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        reply = self._scripted(server, "DATA", envelope.rcpt_tos[0] if envelope.rcpt_tos else "")
-        if reply:
-            return reply
-        with self._lock:
-            self.messages.append(message_from_bytes(envelope.content))
-            self.deliveries.append(
-                Delivery(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content)
-            )
-        return "250 OK"
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self) -> MailServer:
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self._controller.start()
-        return self
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-    def received(self) -> list[Message]:
-        with self._lock:
-            return list(self.messages)
-
-    def received_raw(self) -> list[Delivery]:
-        with self._lock:
-            return list(self.deliveries)
+    return serving
 
 
 class RawPeer:
@@ -175,99 +87,6 @@ class RawPeer:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    # The client's (host, port): which connection, and so which process, sent it.
-    client: tuple[str, int] = ("", 0)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class _Server(ThreadingHTTPServer):
-    """A threaded HTTP server with a real listen queue (http.server's is 5: a burst of
-    connections would see some dropped), quiet about clients that hung up first."""
-
-    request_queue_size = 128
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-@dataclass
-class HttpRecorder:
-    """A real HTTP server recording every request; `respond` decides each answer.
-
-    `host` and `port` choose where it listens (any 127.x address is loopback); with
-    `tls` (a server SSLContext, see `TestCA`) it speaks HTTPS and records the server
-    name each client asked for (SNI) in `server_names`.
-    """
-
-    respond: Callable[[Recorded], tuple[int, dict[str, str], bytes]] = field(
-        default=lambda r: (200, {"content-type": "application/json"}, b"{}")
-    )
-    requests: list[Recorded] = field(default_factory=list)
-    host: str = "127.0.0.1"
-    port: int = 0
-    tls: ssl.SSLContext | None = None
-    server_names: list[str | None] = field(default_factory=list)
-
-    def start(self, port: int | None = None) -> HttpRecorder:
-        """Listen on `port` (default: the field's, 0 for any free one)."""
-        if port is not None:
-            self.port = port
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                request = Recorded(
-                    self.command,
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(length),
-                    self.client_address[:2],
-                )
-                recorder.requests.append(request)
-                status, headers, body = recorder.respond(request)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_OPTIONS = do_PUT = _serve
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = _Server((self.host, self.port), Handler)
-        self.port = self._server.server_address[1]
-        scheme = "http"
-        if self.tls is not None:
-
-            def named(sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
-                recorder.server_names.append(name)
-
-            self.tls.sni_callback = named
-            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://{self.host}:{self.port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class TestCA:
@@ -370,114 +189,86 @@ class TestCA:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-class FunctionProcess:
-    """One function served by `functions-framework` in its own process, as in production."""
+class FunctionProcess(launcher.FunctionProcess):
+    """One function served by `functions-framework` in its own process, as in production:
+    from its own entry point (`functions/<name>/main.py`)."""
 
     def __init__(self, name: str, env: dict[str, str], port: int | None = None) -> None:
-        self.name = name
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
-
-    def start(self) -> FunctionProcess:
-        env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--source",
-                str(ROOT / "functions" / self.name / "main.py"),
-                "--target",
-                "handle",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=env,
+        super().__init__(
+            name,
+            env,
+            port,
+            source=ROOT / "functions" / name / "main.py",
             cwd=env.get("NEXTUP_TEST_CWD", str(ROOT)),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            start_timeout=START_TIMEOUT,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.log()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health/liveness", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"{self.name} did not start within {START_TIMEOUT:.0f} s:\n{self.log()}"
-                )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(0.05)
 
-    def log(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")[-6000:]
-
-    def log_lines(self) -> list[dict]:
-        lines = []
-        for line in Path(self._log.name).read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    lines.append(json.loads(line))
-                except ValueError:
-                    continue
-        return lines
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-# The credentials moto server takes; the endpoint is the test's own.
-AWS_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-}
+    def spawn(self) -> Any:
+        assert processes_allowed, (
+            f"a test marked fast started {self.name} as a process: use in_process (inprocess.py)"
+        )
+        return super().spawn()
 
 
 @dataclass
 class FunctionGroup:
-    """Function processes over one store, with the mail server and the HTTP recorder they
-    talk to. `launch` initialises the store and starts each function with its own env;
-    if one fails to start, everything started so far is stopped."""
+    """Functions over one store, with the mail server and the HTTP recorder they talk to.
+    `launch` initialises the store and starts each function with its own env; if one
+    fails to start, everything started so far is stopped.
+
+    Each function is a functions-framework process, or with `in_process` the same
+    function in this process (`inprocess`: the fast layer). Either way a test reaches
+    them through `client()` (or `transport`) at `url(name)`.
+    """
 
     store_url: str
     env: dict[str, str]
-    mail: MailServer
-    web: HttpRecorder
-    functions: dict[str, FunctionProcess] = field(default_factory=dict)
+    mail: MailServer | None  # None: the functions are given no SMTP server
+    web: HttpRecorder | None  # None: nor an HTTP server
+    functions: dict[str, Any] = field(default_factory=dict)  # FunctionProcess or in-process
     store: Any = None  # nextup.store.Store, opened by `launch`
+    in_process: bool = False
+    loop: Any = None  # inprocess.Loop, with `in_process`
+    transport: Any = None  # httpx.BaseTransport to the functions; None: the network
+    async_transport: Any = None  # the same for an httpx.AsyncClient
+    _caller: Any = None
 
     def launch(self, names: tuple[str, ...], env_for: Callable[[str], dict[str, str]]) -> None:
         from nextup.store import open_store
 
         self.store = open_store(self.store_url)
         self.store.init()
+        if self.in_process and self.loop is None:
+            import inprocess
+
+            self.loop = inprocess.Loop()
+            self.transport = inprocess.Bridge(self.loop)
+            self.async_transport = inprocess.AsyncBridge(self.transport)
         try:
             for name in names:
-                self.functions[name] = FunctionProcess(name, env_for(name)).start()
+                self.functions[name] = self.function(name, env_for(name)).start()
         except Exception:
             self.stop()
             raise
+
+    def function(self, name: str, env: dict[str, str]) -> Any:
+        """Function `name` with its environment, not started."""
+        if self.in_process:
+            import inprocess
+
+            return inprocess.InProcessFunction(name, env, self.loop)
+        return FunctionProcess(name, env)
+
+    def client(self, **options: Any) -> httpx.Client:
+        """An httpx client that reaches the functions (close it, or use it in `with`)."""
+        return httpx.Client(transport=self.transport, **{"timeout": 30, **options})
+
+    @property
+    def caller(self) -> httpx.Client:
+        """One `client()` for the test's calls, closed with the group."""
+        if self._caller is None:
+            self._caller = self.client()
+        return self._caller
 
     def url(self, name: str) -> str:
         return self.functions[name].url
@@ -488,13 +279,30 @@ class FunctionGroup:
     def log_lines(self) -> list[dict]:
         return [line for f in self.functions.values() for line in f.log_lines()]
 
-    def stop(self) -> None:
-        for process in self.functions.values():
-            process.stop()
-        self.mail.stop()
-        self.web.stop()
+    def stop(self, at_once: bool = False) -> None:
+        """Stop the functions and the servers; `at_once`: the functions and the HTTP
+        server in parallel (each process takes a while to wind down)."""
+        stops = [f.stop for f in self.functions.values()]
+        stops += [self.web.stop] if self.web is not None else []
+        if at_once:
+            threads = [threading.Thread(target=stop) for stop in stops]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for stop in stops:
+                stop()
+        if self.mail is not None:
+            self.mail.stop()
         if self.store is not None:
             self.store.close()
+        if self._caller is not None:
+            self._caller.close()
+            self._caller = None
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
 
 
 def cloud_event(
@@ -517,3 +325,23 @@ def structured_event(
 ) -> tuple[dict, bytes]:
     envelope = {"specversion": "1.0", "id": id_, "source": source, "type": type_, "data": data}
     return {"content-type": "application/cloudevents+json"}, json.dumps(envelope).encode()
+
+
+__all__ = [
+    "AWS_TEST_ENV",
+    "HANG_UP",
+    "ROOT",
+    "Delivery",
+    "FunctionGroup",
+    "FunctionProcess",
+    "HttpRecorder",
+    "MailServer",
+    "RawPeer",
+    "Recorded",
+    "Script",
+    "TestCA",
+    "cloud_event",
+    "recorder_fixture",
+    "structured_event",
+    "wait_until",
+]

@@ -1,5 +1,6 @@
-"""Knative's OIDC sender identity, against real function processes and a real local OIDC
-issuer (discovery document + JWKS over HTTP) with tokens signed by keys made here.
+"""Knative's OIDC sender identity, against the functions in-process (the fast layer; as
+processes where what a process writes is the point) and a real local OIDC issuer
+(discovery document + JWKS over HTTP) with tokens signed by keys made here.
 
 With NEXTUP_OIDC_ISSUER and NEXTUP_OIDC_AUDIENCE set, an event POST needs a valid bearer
 token; anything else is 401 with a JSON error, changes nothing and never echoes the
@@ -24,8 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import ROOT, FunctionProcess, cloud_event, wait_until
-from nextup.store import open_store
+from harness import ROOT, FunctionGroup, cloud_event, wait_until
 from reliability.oidc_issuer import AUDIENCE, Issuer
 
 JWKS = "/openid/v1/jwks"
@@ -44,49 +44,56 @@ def issuer() -> Iterator[Issuer]:
         issuer.stop()
 
 
-class Secured:
-    def __init__(self, tmp: Path, issuer: Issuer, **extra: str) -> None:
+class Secured(FunctionGroup):
+    """Functions that require a token from `issuer`, over an SQLite store of their own: in
+    this process (the fast layer), or with `in_process=False` as processes."""
+
+    def __init__(self, tmp: Path, issuer: Issuer, *, in_process: bool = True, **extra: str):
         self.db = tmp / "state.db"
-        self.store_url = f"sqlite:///{self.db}"
-        open_store(self.store_url).init()
-        self.env = {
-            "NEXTUP_STORE_URL": self.store_url,
+        store_url = f"sqlite:///{self.db}"
+        env = {
+            "NEXTUP_STORE_URL": store_url,
             "NEXTUP_OIDC_ISSUER": issuer.url,
             "NEXTUP_OIDC_AUDIENCE": AUDIENCE,
             **extra,
         }
-        self.functions: dict[str, FunctionProcess] = {}
+        super().__init__(store_url, env, None, None, in_process=in_process)
 
     def start(self, *names: str) -> Secured:
-        try:
-            for name in names:
-                self.functions[name] = FunctionProcess(name, self.env).start()
-        except Exception:
-            self.stop()
-            raise
+        self.launch(names, lambda name: self.env)
         return self
 
     def post(self, name: str, event: tuple[dict, bytes], token: str | None) -> httpx.Response:
         headers, body = event
         if token is not None:
             headers = {**headers, "authorization": token}
-        return httpx.post(self.functions[name].url, headers=headers, content=body, timeout=30)
+        return self.caller.post(self.url(name), headers=headers, content=body)
 
     def dump(self) -> list[tuple]:
         with sqlite3.connect(self.db) as conn:
             return conn.execute("SELECT * FROM items ORDER BY pk, sk").fetchall()
 
     def logs(self) -> str:
-        return "\n".join(Path(f._log.name).read_text() for f in self.functions.values())
-
-    def stop(self) -> None:
-        for process in self.functions.values():
-            process.stop()
+        """Everything the function processes wrote."""
+        return "\n".join(f.log_path.read_text() for f in self.functions.values())
 
 
 @pytest.fixture(scope="module")
 def secured(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     stack = Secured(tmp_path_factory.mktemp("auth"), issuer).start("schedule-next", "health")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def secured_processes(
+    issuer: Issuer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Secured]:
+    """`secured` as function processes: for what only a process shows (all it writes)."""
+    tmp = tmp_path_factory.mktemp("auth-processes")
+    stack = Secured(tmp, issuer, in_process=False).start("schedule-next")
     try:
         yield stack
     finally:
@@ -102,6 +109,7 @@ def created(task: str | None = None) -> tuple[dict, bytes]:
     )
 
 
+@pytest.mark.fast
 def test_valid_tokens_are_accepted_and_the_jwks_is_fetched_once(secured, issuer):
     before = issuer.count(JWKS)
     for _ in range(15):
@@ -167,6 +175,7 @@ def _tampered(issuer: Issuer) -> str:
     return f"{header}.{payload}.{signature}"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
 def test_every_bad_token_is_401_and_changes_nothing(secured, issuer, case):
     token = BAD_TOKENS[case](issuer)
@@ -184,6 +193,7 @@ def test_every_bad_token_is_401_and_changes_nothing(secured, issuer, case):
     assert secured.dump() == before
 
 
+@pytest.mark.fast
 def test_a_rotated_key_is_picked_up_by_refetching_the_jwks(secured, issuer):
     assert secured.post("schedule-next", created(), f"Bearer {issuer.token()}").status_code == 202
     before = issuer.count(JWKS)
@@ -193,11 +203,12 @@ def test_a_rotated_key_is_picked_up_by_refetching_the_jwks(secured, issuer):
     assert issuer.count(JWKS) == before + 1
 
 
+@pytest.mark.fast
 def test_made_up_key_ids_do_not_hammer_the_issuer(secured, issuer):
     before = issuer.count(JWKS)
 
     async def flood() -> list[int]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, transport=secured.async_transport) as client:
 
             async def one(n: int) -> int:
                 headers, body = created()
@@ -206,7 +217,7 @@ def test_made_up_key_ids_do_not_hammer_the_issuer(secured, issuer):
                 forged = ".".join((_kid_header(f"made-up-{n}"), payload, signature))
                 headers["authorization"] = f"Bearer {forged}"
                 response = await client.post(
-                    secured.functions["schedule-next"].url, headers=headers, content=body
+                    secured.url("schedule-next"), headers=headers, content=body
                 )
                 return response.status_code
 
@@ -222,16 +233,18 @@ def _kid_header(kid: str) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+@pytest.mark.fast
 def test_health_probes_stay_open_and_events_to_health_need_a_token(secured, issuer):
-    url = secured.functions["health"].url
+    url = secured.url("health")
     for path in ("/health/liveness", "/health/readiness", "/_/health", "/_/ready", "/"):
-        assert httpx.get(url + path, timeout=10).status_code == 200, path
+        assert secured.caller.get(url + path, timeout=10).status_code == 200, path
     probe = cloud_event("todo.health.probe", {}, id_=f"p-{uuid.uuid4().hex}")
     assert secured.post("health", probe, None).status_code == 401
     assert secured.post("health", probe, f"Bearer {issuer.token()}").status_code == 200
 
 
-def test_tokens_never_reach_the_logs(secured, issuer):
+def test_tokens_never_reach_the_logs(secured_processes, issuer):
+    secured = secured_processes
     token = issuer.token(exp=int(time.time()) - 3600)
     assert secured.post("schedule-next", created(), f"Bearer {token}").status_code == 401
     logs = secured.logs()
@@ -240,6 +253,7 @@ def test_tokens_never_reach_the_logs(secured, issuer):
     assert '"status": 401' in logs, "the refusal is logged (without the token)"
 
 
+@pytest.mark.fast
 def test_an_issuer_that_is_away_is_503_not_401_and_cached_keys_keep_working(
     issuer, tmp_path_factory
 ):
@@ -272,6 +286,7 @@ def test_an_issuer_that_is_away_is_503_not_401_and_cached_keys_keep_working(
         stack.stop()
 
 
+@pytest.mark.fast
 def test_half_a_configuration_fails_closed(issuer, tmp_path_factory):
     stack = Secured(tmp_path_factory.mktemp("auth-half"), issuer)
     stack.env.pop("NEXTUP_OIDC_AUDIENCE")

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +13,9 @@ import pytest
 from nextup import tasks
 from nextup.fields import TaskFields
 from nextup.store import open_store
+from nextup_dev.moto import aws_env
+from nextup_dev.stores import SQLITE, STORE_KINDS
+from nextup_dev.stores import store_url as store_url_for
 
 
 def nextup(
@@ -29,18 +31,13 @@ def nextup(
     )
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def store_url(request, tmp_path, moto_server, monkeypatch) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/cli/state.db"
-    for name, value in {
-        "AWS_ENDPOINT_URL_DYNAMODB": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }.items():
+    if request.param == SQLITE:
+        return store_url_for(SQLITE, tmp_path / "cli")
+    for name, value in aws_env(moto_server).items():
         monkeypatch.setenv(name, value)
-    return f"dynamodb://cli-{uuid.uuid4().hex[:8]}"
+    return store_url_for(request.param, tmp_path, prefix="cli")
 
 
 def test_store_init_twice_then_list(store_url):

@@ -25,6 +25,19 @@ same manifests rendered from the declarations). One module per job:
 | `render` | every file that follows from the function declarations (`eventing/base` too) |
 | `generate` | `make generate`: writes what `render` renders, or `--check`s it |
 
+The peers toolkit, shared with the tests and the benchmarks (which may import from here;
+nothing here imports from them):
+
+| module | what it holds |
+| --- | --- |
+| `ports` | `free_port`: the one way to pick a loopback port |
+| `processes` | also `Supervised` (a peer a test or benchmark starts and stops), `wait_until` |
+| `launcher` | how a function is served (`function_argv`), and `FunctionProcess` |
+| `smtp` | `SmtpServer` (under `mailbox` too) and the tests' scriptable `RecordingSmtp` |
+| `moto` | moto server speaking DynamoDB, with DynamoDB's atomicity (`MotoServer`), `aws_env` |
+| `recorder` | `HttpRecorder`: a real HTTP server recording every request |
+| `stores` | the store kinds (`STORE_KINDS`) and a fresh store of each (`store_url`) |
+
 Nothing under `nextup_dev` is imported by the functions themselves: a function's cold
 start never pays for aiokafka, aiosmtpd or YAML.
 """

@@ -10,33 +10,13 @@ by the activator on its first event and stopped after an idle period.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import nextup
+from nextup_dev.launcher import function_argv
 from nextup_dev.processes import ManagedProcess, http_ready
 from nextup_dev.status import Flow
-
-# Every function from the installed package (NEXTUP_FUNCTION picks which): no checkout needed.
-FUNCTION_SOURCE = Path(nextup.__file__).resolve().parent / "serve.py"
-
-
-def function_argv(name: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "functions_framework",
-        "--source",
-        str(FUNCTION_SOURCE),
-        "--target",
-        "handle",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
 
 
 def function_env(
@@ -88,7 +68,7 @@ class FunctionInstance:
 
         self.process = ManagedProcess(
             name,
-            function_argv(name, port),
+            function_argv(port),
             log_path=logs / f"{name}.log",
             ready=lambda: http_ready(f"{self.url}/health/liveness"),
             env=env,

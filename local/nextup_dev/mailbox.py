@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
+from nextup_dev.smtp import SmtpServer
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]+")
 
@@ -25,13 +25,12 @@ def mail_filename(received: float, sequence: int, recipient: str) -> str:
     return f"{stamp}-{sequence:05d}-{who}.eml"
 
 
-class Mailbox:
+class Mailbox(SmtpServer):
     def __init__(self, directory: Path, on_mail: Callable[[Path], None] | None = None) -> None:
+        super().__init__()
         self.directory = directory
         self.on_mail = on_mail
         self._sequence = itertools.count(1)
-        self._controller: Controller | None = None
-        self.port = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         recipients = ",".join(envelope.rcpt_tos)
@@ -49,18 +48,6 @@ class Mailbox:
             self.on_mail(final)
         return "250 OK: kept in " + str(final)
 
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self, port: int) -> Mailbox:
+    def start(self, port: int | None = None) -> Mailbox:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = port
-        self._controller = Controller(self, hostname="127.0.0.1", port=port)
-        self._controller.start()
-        return self
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
+        return super().start(port)

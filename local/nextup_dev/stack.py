@@ -33,6 +33,7 @@ from nextup_dev import deadletters, kafka, manifests, schedule
 from nextup_dev.activator import Activator
 from nextup_dev.fleet import FunctionInstance, function_env
 from nextup_dev.manifests import Destination, Eventing, PingSource
+from nextup_dev.ports import free_port
 from nextup_dev.processes import ManagedProcess, tcp_ready
 from nextup_dev.status import TRIGGER_COUNTS, Board, Flow, Sampler, Tally, describe
 
@@ -76,12 +77,6 @@ def default_eventing_dir() -> Path | None:
         if candidate.is_dir():
             return candidate.resolve()
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,17 +24,9 @@ from nextup_dev.child import DevChild
 
 
 def wait_for(predicate, timeout: float, message: str, every: float = 0.25):
-    """`harness.wait_until` at a gentler pace, for conditions that cost the stack under test
-    CPU to answer (a /status request, listing tasks): the load test shares two cores."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {message}")
-        pause.wait(every)
+    """`wait_until` at a gentler pace, for conditions that cost the stack under test CPU to
+    answer (a /status request, listing tasks): the load test shares two cores."""
+    return wait_until(predicate, timeout, message, every)
 
 
 def alive(pid: int) -> bool:

@@ -19,7 +19,14 @@ from collections.abc import Iterator
 import pytest
 from devstack import DevStack
 
-from harness import HttpRecorder, Recorded, cloud_event, structured_event, wait_until
+from harness import (
+    HttpRecorder,
+    Recorded,
+    cloud_event,
+    recorder_fixture,
+    structured_event,
+    wait_until,
+)
 from nextup.events import CATALOG, DAPR_ENVELOPE, PING, SEED_TYPES
 from nextup.functions import ALL
 from nextup_dev.render.table import DEPLOYMENTS
@@ -61,21 +68,14 @@ class Stand:
         return 202, json_type, b'{"outcome": "recorded"}'
 
 
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[HttpRecorder]:
-    server = HttpRecorder(respond=Stand()).start()
-    yield server
-    server.stop()
+recorder = recorder_fixture(Stand)
 
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory, recorder: HttpRecorder) -> Iterator[DevStack]:
     routes = [arg for name in FUNCTIONS for arg in ("--route", f"{name}={recorder.url}/{name}/")]
-    stack = DevStack(tmp_path_factory.mktemp("dev-delivery"), *routes).start()
-    try:
+    with DevStack(tmp_path_factory.mktemp("dev-delivery"), *routes) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def received(recorder: HttpRecorder, prefix: str) -> dict[str, list[Recorded]]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from devstack import DevStack, manifests, trigger
 
-from harness import HttpRecorder, Recorded, cloud_event, wait_until
+from harness import HttpRecorder, Recorded, cloud_event, recorder_fixture, wait_until
 
 
 class Subscriber:
@@ -48,11 +48,7 @@ class Subscriber:
                 self.in_flight[path] -= 1
 
 
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[HttpRecorder]:
-    server = HttpRecorder(respond=Subscriber()).start()
-    yield server
-    server.stop()
+recorder = recorder_fixture(Subscriber)
 
 
 @pytest.fixture(scope="module")

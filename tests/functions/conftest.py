@@ -8,14 +8,17 @@ from collections.abc import Iterator
 import pytest
 from functionset import Stack, start_stack
 
+from peers import STORE_KINDS
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, moto_server: str
 ) -> Iterator[Stack]:
-    """The function set in reply mode (no K_SINK), over each store backend."""
+    """The function set in reply mode (no K_SINK), over each store backend, in this
+    process (the fast layer: see `inprocess`)."""
     with pytest.MonkeyPatch.context() as mp:
-        s = start_stack(request.param, tmp_path_factory, moto_server, mp)
+        s = start_stack(request.param, tmp_path_factory, moto_server, mp, in_process=True)
         yield s
         s.stop()
 

@@ -1,17 +1,18 @@
-"""A real function set: the four functions as functions-framework
-processes, a real SMTP server, a recording HTTP server standing in for the todo app's
-backend, webhooks and the sink, and the store (SQLite file or DynamoDB on moto server).
+"""A real function set: the four functions as functions-framework processes (or, with
+`in_process`, served by functions-framework in the test's process), a real SMTP server,
+a recording HTTP server standing in for the todo app's backend, webhooks and the sink,
+and the store (SQLite file or DynamoDB on moto server).
 """
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import pytest
 
-from harness import AWS_TEST_ENV, FunctionGroup, HttpRecorder, MailServer, Recorded
+from harness import FunctionGroup, HttpRecorder, MailServer, Recorded
 from nextup.functions import ALL
+from nextup_dev.moto import aws_env
+from nextup_dev.stores import SQLITE, store_url
 
 FUNCTIONS = tuple(ALL)  # every declared function
 
@@ -32,17 +33,18 @@ def backend_answer(request: Recorded) -> tuple[int, dict[str, str], bytes]:
 
 class Stack(FunctionGroup):
     def post(self, name: str, headers: dict, body: bytes, path: str = "/") -> httpx.Response:
-        return httpx.post(self.url(name) + path, headers=headers, content=body, timeout=30)
+        return self.caller.post(self.url(name) + path, headers=headers, content=body)
+
+    def get(self, name: str, path: str = "/", **options) -> httpx.Response:
+        return self.caller.get(self.url(name) + path, **options)
 
 
 def store_env(
     kind: str, tmp_path_factory: pytest.TempPathFactory, moto: str | None
 ) -> tuple[str, dict[str, str]]:
-    if kind == "sqlite":
-        path = tmp_path_factory.mktemp("state") / "state.db"
-        return f"sqlite:///{path}", {}
-    table = f"nextup-{uuid.uuid4().hex[:10]}"
-    return f"dynamodb://{table}", {"AWS_ENDPOINT_URL_DYNAMODB": moto or "", **AWS_TEST_ENV}
+    """A fresh store of `kind` and what a process needs to reach it."""
+    url = store_url(kind, tmp_path_factory.mktemp("state"))
+    return url, ({} if kind == SQLITE else aws_env(moto or ""))
 
 
 def start_stack(
@@ -54,6 +56,7 @@ def start_stack(
     sink: bool = False,
     names: tuple[str, ...] = FUNCTIONS,
     extra_env: dict[str, str] | None = None,
+    in_process: bool = False,
 ) -> Stack:
     store_url, aws = store_env(kind, tmp_path_factory, moto)
     mail = MailServer().start()
@@ -70,7 +73,7 @@ def start_stack(
     }
     if sink:
         env["K_SINK"] = f"{web.url}/sink"
-    stack = Stack(store_url, env, mail, web)
+    stack = Stack(store_url, env, mail, web, in_process=in_process)
     for name, value in aws.items():
         mp.setenv(name, value)  # the test process reads the same store as the functions
     stack.launch(names, lambda name: env)

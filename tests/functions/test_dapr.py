@@ -11,13 +11,14 @@ import threading
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from functionset import Stack, start_stack
 
 from harness import HttpRecorder, Recorded, wait_until
 from nextup.tasks import TaskStatus
-from peers import free_port
+from peers import STORE_KINDS, free_port
+
+pytestmark = pytest.mark.fast
 
 
 class Sidecar:
@@ -47,7 +48,7 @@ class Sidecar:
             return [p for p in self.published if p[2]["type"] == type_]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def dapr(request, tmp_path_factory, moto_server) -> Iterator[tuple[Stack, HttpRecorder]]:
     sidecar = HttpRecorder(respond=Sidecar()).start()
     port = sidecar.url.rsplit(":", 1)[1]
@@ -59,6 +60,7 @@ def dapr(request, tmp_path_factory, moto_server) -> Iterator[tuple[Stack, HttpRe
             mp,
             names=("complete-task", "schedule-next", "send-reminder"),
             extra_env={"DAPR_HTTP_PORT": port},
+            in_process=True,
         )
         try:
             yield stack, sidecar
@@ -115,7 +117,7 @@ def test_a_recurring_completion_through_dapr_gets_its_next_occurrence(dapr):
         p for p in side.events("todo.occurrence.requested") if p[2]["data"]["task_id"] == task
     ]
     # The topic schedule-next subscribes to, on the configured pub/sub component.
-    subscribed = httpx.get(stack.url("schedule-next") + "/dapr/subscribe").json()
+    subscribed = stack.get("schedule-next", "/dapr/subscribe").json()
     assert (pubsub, topic) == (subscribed[0]["pubsubname"], subscribed[0]["topic"])
     assert (pubsub, topic) == ("kafka-pubsub", "task-events")
 
@@ -152,7 +154,7 @@ def test_a_sidecar_that_fails_or_is_gone_gets_retry_and_nothing_is_lost(dapr):
     try:
         failed = stack.post("complete-task", *seed_completion(user, task, f"{user}-done"))
         assert failed.status_code == 200 and failed.json() == {"status": "RETRY"}
-        readiness = httpx.get(stack.url("complete-task") + "/health/readiness", timeout=10)
+        readiness = stack.get("complete-task", "/health/readiness", timeout=10)
         assert readiness.status_code == 200, "the sidecar answers its health endpoint"
     finally:
         side.failing = None
@@ -187,13 +189,14 @@ def test_the_same_emitted_event_id_on_every_redelivery_until_one_is_published(
             mp,
             names=("complete-task",),
             extra_env={"DAPR_HTTP_PORT": str(port)},
+            in_process=True,
         )
     try:
         user = f"u-{uuid.uuid4().hex[:8]}"
         event = seed_completion(user, f"{user}.t", f"{user}-done")
         for _ in range(2):
             assert stack.post("complete-task", *event).json() == {"status": "RETRY"}
-        ready = httpx.get(stack.url("complete-task") + "/health/readiness", timeout=10)
+        ready = stack.get("complete-task", "/health/readiness", timeout=10)
         assert ready.status_code == 503
         assert "Dapr sidecar unreachable" in ready.json()["checks"]["dapr"]["error"]
         sidecar = HttpRecorder(respond=Sidecar()).start(port)
@@ -209,7 +212,9 @@ def test_the_same_emitted_event_id_on_every_redelivery_until_one_is_published(
         # The same event handled by a function with no sidecar, where the emitted event is
         # the reply: the same id, whichever delivery and whichever way it goes out.
         with pytest.MonkeyPatch.context() as mp:
-            other = start_stack("sqlite", tmp_path_factory, None, mp, names=("complete-task",))
+            other = start_stack(
+                "sqlite", tmp_path_factory, None, mp, names=("complete-task",), in_process=True
+            )
         try:
             plain = seed_completion(user, f"{user}.t", f"{user}-done", via_dapr=False)
             reply = other.post("complete-task", *plain)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import uuid
 
-import httpx
 import pytest
 
 from harness import cloud_event
 from nextup.envelope import MAX_BODY
+
+pytestmark = pytest.mark.fast
 
 
 def snapshot(stack, user: str) -> tuple:
@@ -187,8 +188,8 @@ def test_another_users_task_id_is_only_ever_the_senders_own(stack, user):
 def test_methods_and_routes(stack):
     for name in stack.functions:
         url = stack.url(name)
-        assert httpx.put(url + "/").status_code == 405
-        assert httpx.get(url + "/nowhere").status_code == 404
+        assert stack.caller.put(url + "/").status_code == 405
+        assert stack.caller.get(url + "/nowhere").status_code == 404
 
 
 def test_another_users_future_occurrence_ids_cannot_be_squatted(stack, user):

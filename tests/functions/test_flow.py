@@ -9,11 +9,14 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from harness import cloud_event, structured_event
 from nextup.envelope import parse_http
 from nextup.reminders import ReminderStatus
 from nextup.tasks import TaskStatus
+
+pytestmark = pytest.mark.fast
 
 
 def weekly(user: str, name: str = "t1", **overrides) -> dict:
@@ -209,7 +212,7 @@ def test_dapr_delivery_gets_dapr_answers(stack, user):
     )
     dropped = stack.post("schedule-next", headers, json.dumps(bad).encode())
     assert dropped.json() == {"status": "DROP"}
-    subscriptions = httpx.get(stack.url("schedule-next") + "/dapr/subscribe").json()
+    subscriptions = stack.get("schedule-next", "/dapr/subscribe").json()
     assert subscriptions == [{"pubsubname": "kafka-pubsub", "topic": "task-events", "route": "/"}]
 
 

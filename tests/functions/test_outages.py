@@ -6,25 +6,23 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from functionset import start_stack
 
-from harness import AWS_TEST_ENV, FunctionProcess, MailServer, cloud_event, wait_until
+from harness import MailServer, cloud_event, wait_until
+from inprocess import LoneFunction
 from nextup.reminders import ReminderStatus
 from nextup.store import open_store
-from peers import MotoServer, free_port
+from nextup_dev.moto import aws_env
+from peers import STORE_KINDS, MotoServer, free_port
+
+pytestmark = pytest.mark.fast
 
 
 def test_store_outage_then_recovery(tmp_path_factory, monkeypatch):
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    aws = {
-        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
+    aws = aws_env(endpoint)
     for name, value in aws.items():
         monkeypatch.setenv(name, value)
     table = f"outage-{uuid.uuid4().hex[:8]}"
@@ -34,7 +32,7 @@ def test_store_outage_then_recovery(tmp_path_factory, monkeypatch):
         "NEXTUP_BREAKER_RECOVERY": "1",
         **aws,
     }
-    function = FunctionProcess("schedule-next", env).start()
+    function = LoneFunction("schedule-next", env).start()
     moto = None
     try:
         event = cloud_event(
@@ -69,20 +67,25 @@ def test_store_outage_then_recovery(tmp_path_factory, monkeypatch):
             moto.stop()
 
 
-def function_post(function: FunctionProcess, event):
+def function_post(function: LoneFunction, event):
     headers, body = event
-    return httpx.post(function.url, headers=headers, content=body, timeout=30)
+    return function.client.post(function.url, headers=headers, content=body)
 
 
-def function_get(function: FunctionProcess, path: str):
-    return httpx.get(function.url + path, timeout=30)
+def function_get(function: LoneFunction, path: str):
+    return function.client.get(function.url + path)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
+@pytest.mark.parametrize("kind", STORE_KINDS)
 def test_smtp_outage_then_recovery(kind, tmp_path_factory, moto_server):
     with pytest.MonkeyPatch.context() as mp:
         stack = start_stack(
-            kind, tmp_path_factory, moto_server, mp, names=("schedule-next", "send-reminder")
+            kind,
+            tmp_path_factory,
+            moto_server,
+            mp,
+            names=("schedule-next", "send-reminder"),
+            in_process=True,
         )
         try:
             stack.mail.stop()
@@ -117,7 +120,7 @@ def test_smtp_outage_then_recovery(kind, tmp_path_factory, moto_server):
 def test_a_function_on_a_fresh_sqlite_path_answers_its_first_event_with_no_init(tmp_path):
     """The embedded store is the zero-configuration path: no `nextup store init`."""
     path = tmp_path / "nowhere-yet" / "state.db"
-    function = FunctionProcess("schedule-next", {"NEXTUP_STORE_URL": f"sqlite:///{path}"}).start()
+    function = LoneFunction("schedule-next", {"NEXTUP_STORE_URL": f"sqlite:///{path}"}).start()
     try:
         assert not path.exists(), "starting the function does not touch the store"
         event = cloud_event(
@@ -137,9 +140,9 @@ def test_until_the_dynamodb_table_exists_every_answer_says_which_and_how(moto_se
     """Never "circuit open": however many events arrive, each 503 names the table and the
     command that creates it, and so does readiness; once created, the events go through."""
     table = f"later-{uuid.uuid4().hex[:8]}"
-    aws = {"AWS_ENDPOINT_URL_DYNAMODB": moto_server, **AWS_TEST_ENV}
+    aws = aws_env(moto_server)
     env = {"NEXTUP_STORE_URL": f"dynamodb://{table}", "NEXTUP_BREAKER_FAILURES": "2", **aws}
-    function = FunctionProcess("schedule-next", env).start()
+    function = LoneFunction("schedule-next", env).start()
     expected = (
         f"DynamoDB table '{table}' does not exist: run "
         f"`nextup store init --store dynamodb://{table}`"

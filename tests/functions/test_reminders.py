@@ -8,10 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from harness import cloud_event, wait_until
 from nextup.envelope import parse_http
 from nextup.reminders import ReminderStatus
+
+pytestmark = pytest.mark.fast
 
 
 def due_task(user: str, task_id: str = "r1", **overrides) -> dict:
@@ -141,7 +144,7 @@ def test_address_from_the_backend_and_unknown_users(stack, user):
 def test_openfaas_cron_connector_call_is_a_tick(stack, user):
     sweep_until_quiet(stack)
     stack.post("schedule-next", *cloud_event("todo.task.created", due_task(user), id_=f"{user}-c"))
-    response = httpx.post(
+    response = stack.caller.post(
         stack.url("send-reminder"),
         headers={"X-Connector": "cron-connector", "X-Call-Id": uuid.uuid4().hex},
         content=b"",
@@ -197,5 +200,5 @@ def test_without_a_sink_the_rest_waits_and_the_log_says_why(stack, user):
     assert len(mails_to(stack, f"{user}@example.com")) == 2, (
         "nothing dropped: the next tick sent it"
     )
-    ready = httpx.get(stack.url("send-reminder") + "/health/readiness").json()
+    ready = stack.get("send-reminder", "/health/readiness").json()
     assert ready["checks"]["sink"]["ok"] is False and "K_SINK" in ready["checks"]["sink"]["error"]

@@ -17,11 +17,13 @@ from harness import MailServer, cloud_event, wait_until
 from nextup.envelope import parse_http
 from nextup.services import CHECK_TTL
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, moto_server) -> Iterator:
     with pytest.MonkeyPatch.context() as mp:
-        s = start_stack("sqlite", tmp_path_factory, moto_server, mp, sink=True)
+        s = start_stack("sqlite", tmp_path_factory, moto_server, mp, sink=True, in_process=True)
         yield s
         s.stop()
 
@@ -115,7 +117,7 @@ def test_sink_outage_is_503_then_succeeds(stack, user):
 
 
 def test_health_report_and_canary(stack):
-    report = httpx.get(stack.url("health") + "/health")
+    report = stack.get("health", "/health")
     assert report.status_code == 200, report.text
     assert set(report.json()["checks"]) == {"store", "smtp", "sink", "backend"}
     assert all(check["ok"] for check in report.json()["checks"].values())
@@ -133,14 +135,14 @@ def test_health_report_and_canary(stack):
 def test_readiness_names_the_dependency_that_is_down(stack):
     for name in stack.functions:
         for path in ("/health/liveness", "/_/health"):
-            assert httpx.get(stack.url(name) + path).json()["status"] == "alive"
+            assert stack.get(name, path).json()["status"] == "alive"
         for path in ("/health/readiness", "/_/ready"):
-            assert httpx.get(stack.url(name) + path).status_code == 200
+            assert stack.get(name, path).status_code == 200
     stack.mail.stop()
     try:
 
         def down() -> httpx.Response | None:
-            answer = httpx.get(stack.url("send-reminder") + "/health/readiness")
+            answer = stack.get("send-reminder", "/health/readiness")
             return answer if answer.status_code == 503 else None
 
         # Checks answer for a few seconds (CHECK_TTL): wait for the next real one.
@@ -148,7 +150,7 @@ def test_readiness_names_the_dependency_that_is_down(stack):
         checks = ready.json()["checks"]
         assert checks["smtp"]["ok"] is False and checks["smtp"]["error"]
         assert checks["store"]["ok"] is True
-        assert httpx.get(stack.url("complete-task") + "/_/ready").status_code == 200
+        assert stack.get("complete-task", "/_/ready").status_code == 200
     finally:
         stack.mail.start()
 
@@ -170,11 +172,13 @@ def test_readiness_probes_cost_one_smtp_check_per_interval_however_many(stack):
     stack.mail.stop()
     stack.mail = CountingMail(port).start()
     url = stack.url("send-reminder") + "/health/readiness"
-    wait_until(lambda: httpx.get(url).status_code == 200, 3 * CHECK_TTL, "SMTP checked again")
+    wait_until(
+        lambda: stack.caller.get(url).status_code == 200, 3 * CHECK_TTL, "SMTP checked again"
+    )
     CountingMail.noops = 0
 
     async def probe_many() -> list[int]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, transport=stack.async_transport) as client:
             answers = await asyncio.gather(*(client.get(url) for _ in range(100)))
         return [a.status_code for a in answers]
 

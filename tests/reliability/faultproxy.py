@@ -32,6 +32,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from nextup_dev.ports import free_port
+
 THROTTLES = (
     ("ThrottlingException", "Rate of requests exceeds the allowed throughput."),
     (
@@ -74,7 +76,7 @@ class FaultProxy:
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
-        self.port = _free_port()
+        self.port = free_port()
         self.url_host = f"127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -285,9 +287,3 @@ def _reset(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(Exception):
         writer.transport.abort()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

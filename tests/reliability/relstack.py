@@ -1,20 +1,25 @@
-"""The function set for the reliability tests: real functions-framework processes over a
-real store (SQLite file or DynamoDB on moto server), a real SMTP server and a recording
-HTTP sink, each optionally behind a fault proxy.
+"""The function set for the reliability tests: real functions-framework processes (or the
+same functions in-process: `in_process`) over a real store (SQLite file or DynamoDB on
+moto server), a real SMTP server and a recording HTTP sink, each optionally behind a
+fault proxy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from storedump import dump
 
-from harness import AWS_TEST_ENV, FunctionGroup, FunctionProcess, HttpRecorder, MailServer
+from harness import FunctionGroup, FunctionProcess, HttpRecorder, MailServer
+from nextup_dev.moto import aws_env
+from nextup_dev.stores import SQLITE, STORE_KINDS
+from nextup_dev.stores import store_url as store_url_for
 
 
 def together(calls: Iterable[Callable[[], object]]) -> None:
@@ -51,12 +56,6 @@ def stop_together(processes: Iterable[FunctionProcess]) -> None:
     together(process.stop for process in processes)
 
 
-def store_url_for(kind: str, tmp: Path) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp / 'state.db'}"
-    return f"dynamodb://rel-{uuid.uuid4().hex[:10]}"
-
-
 class FunctionSet(FunctionGroup):
     """The group with the HTTP recorder as the sink of send-reminder's events."""
 
@@ -81,10 +80,12 @@ class FunctionSet(FunctionGroup):
         mail: MailServer | None = None,
         sink: HttpRecorder | None = None,
         at_once: bool = False,
+        in_process: bool = False,
     ) -> FunctionSet:
         """Start it; `store_endpoint`, `smtp_url` and `sink_url` put a proxy in between.
-        With `at_once` the functions start in parallel (see `stop_at_once`)."""
-        store_url = store_url_for(kind, tmp)
+        With `at_once` the functions start in parallel (see `stop_at_once`); with
+        `in_process` they run in this process (`inprocess`, the fast layer)."""
+        store_url = store_url_for(kind, tmp, prefix="rel")
         mail = mail or MailServer().start()
         sink = sink or HttpRecorder().start()
         base = {
@@ -95,11 +96,11 @@ class FunctionSet(FunctionGroup):
             "NEXTUP_REMINDER_LEASE": "PT5S",
             **(env or {}),
         }
-        if kind == "dynamodb":
+        if kind != SQLITE:
             assert moto, "a moto server endpoint is needed for DynamoDB"
-            for name, value in {**AWS_TEST_ENV, "AWS_ENDPOINT_URL_DYNAMODB": moto}.items():
+            for name, value in aws_env(moto).items():
                 mp.setenv(name, value)  # the test process reads the real endpoint
-            base.update(AWS_TEST_ENV, AWS_ENDPOINT_URL_DYNAMODB=store_endpoint or moto)
+            base.update(aws_env(store_endpoint or moto))
 
         def env_for(name: str) -> dict[str, str]:
             function_env = dict(base)
@@ -108,12 +109,12 @@ class FunctionSet(FunctionGroup):
             function_env.update((per_function or {}).get(name, {}))
             return function_env
 
-        stack = cls(store_url, base, mail, sink)
-        if not at_once:
+        stack = cls(store_url, base, mail, sink, in_process=in_process)
+        if not at_once or in_process:
             stack.launch(names, env_for)
             return stack
         stack.launch((), env_for)  # the store, initialised
-        processes = {name: FunctionProcess(name, env_for(name)) for name in names}
+        processes = {name: stack.function(name, env_for(name)) for name in names}
         try:
             start_together(processes.values())
         except BaseException:
@@ -122,12 +123,44 @@ class FunctionSet(FunctionGroup):
         stack.functions.update(processes)
         return stack
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, kind: str, tmp: Path, *, http: dict[str, Any] | None = None, **options: Any
+    ) -> Iterator[FunctionSet]:
+        """`start(kind, tmp, **options)` for a `with` block (a fixture's), with `kind` set
+        and `http`: one client for the module (a new one per request costs more than the
+        request), with the `http` options; everything stopped at the end (at once with
+        `at_once`)."""
+        with pytest.MonkeyPatch.context() as mp:
+            stack = cls.start(kind, tmp, mp, **options)
+            stack.kind = kind
+            try:
+                with stack.client(**{"timeout": 60, **(http or {})}) as client:
+                    stack.http = client
+                    yield stack
+            finally:
+                stack.stop(at_once=options.get("at_once", False))
+
+    @classmethod
+    def fixture(
+        cls, name: str, workdir: str, kinds: tuple[str, ...] = STORE_KINDS, **options: Any
+    ) -> Any:
+        """A module-scoped pytest fixture `name`: the set `running(kind, ...)` over each of
+        `kinds` (a fresh `workdir` each), with the moto server when DynamoDB is among them."""
+
+        @pytest.fixture(name=name, scope="module", params=kinds)
+        def running_set(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Any]:
+            moto = None if request.param == SQLITE else request.getfixturevalue("moto_server")
+            tmp = tmp_path_factory.mktemp(workdir)
+            with cls.running(request.param, tmp, moto=moto, **options) as stack:
+                yield stack
+
+        return running_set
+
     def stop_at_once(self) -> None:
         """`stop`, with the functions and the sink's server stopped in parallel."""
-        together([*(f.stop for f in self.functions.values()), self.web.stop])
-        self.mail.stop()
-        if self.store is not None:
-            self.store.close()
+        self.stop(at_once=True)
 
     def dump(self) -> list[tuple]:
         return dump(self.store_url)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from figures import record
 from relstack import FunctionSet
@@ -24,23 +22,15 @@ from harness import cloud_event
 from nextup import tasks
 from nextup.envelope import parse_http
 
+pytestmark = pytest.mark.fast
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
-def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        stack = FunctionSet.start(
-            request.param, tmp_path_factory.mktemp("isolation"), mp, moto=moto_server
-        )
-        stack.kind = request.param
-        try:
-            yield stack
-        finally:
-            stack.stop()
+
+fs = FunctionSet.fixture("fs", "isolation", in_process=True)
 
 
 def post(fs: FunctionSet, function: str, type_: str, data: dict, id_: str | None = None):
     headers, body = cloud_event(type_, data, id_=id_ or uuid.uuid4().hex, source="/isolation")
-    return httpx.post(fs.functions[function].url, headers=headers, content=body, timeout=30)
+    return fs.caller.post(fs.url(function), headers=headers, content=body)
 
 
 def victim_world(fs: FunctionSet) -> dict[str, str]:
@@ -74,9 +64,7 @@ def victim_world(fs: FunctionSet) -> dict[str, str]:
         assert done.status_code == 200, done.text
         headers = {k: v for k, v in done.headers.items() if k.startswith("ce-")}
         headers["content-type"] = "application/json"
-        scheduled = httpx.post(
-            fs.functions["schedule-next"].url, headers=headers, content=done.content, timeout=30
-        )
+        scheduled = fs.caller.post(fs.url("schedule-next"), headers=headers, content=done.content)
         assert scheduled.status_code == 200, scheduled.text
         ids[f"{key}-next"] = scheduled.json()["task_id"]
     assert "@" in ids["series-next"] and ids["series-next"].startswith(ids["series"])
@@ -224,9 +212,7 @@ def test_the_victims_series_reaches_the_ids_mallory_took_first(fs):
     headers = {k: v for k, v in done.headers.items() if k.startswith("ce-")}
     headers["content-type"] = "application/json"
     for _ in range(2):  # delivered twice: one occurrence
-        answer = httpx.post(
-            fs.functions["schedule-next"].url, headers=headers, content=done.content, timeout=30
-        )
+        answer = fs.caller.post(fs.url("schedule-next"), headers=headers, content=done.content)
         assert answer.status_code == 200, answer.text
     made = [t for t in fs.store.list_tasks(victim) if t.parent_task_id == nxt]
     assert [t.task_id for t in made] == [upcoming]

@@ -32,6 +32,9 @@ from relstack import FunctionSet
 from harness import MailServer, cloud_event
 from nextup.notify import Mailer, Message, PermanentFailure, SmtpConfig
 from nextup.reminders import ReminderStatus
+from nextup_dev.stores import SQLITE
+
+pytestmark = pytest.mark.fast
 
 SENDER = "nextup <reminders@nextup.example>"
 HEADERS = {
@@ -218,25 +221,19 @@ def test_any_title_leaves_the_mail_as_composed(mail, title):
 # -- the whole path: an event's title through schedule-next and send-reminder ---------------
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        fs = FunctionSet.start(
-            "sqlite",
-            tmp_path_factory.mktemp("mail-injection"),
-            mp,
-            names=("schedule-next", "send-reminder"),
-            per_function={"send-reminder": {"K_SINK": ""}},
-        )
-        try:
-            yield fs
-        finally:
-            fs.stop()
+stack = FunctionSet.fixture(
+    "stack",
+    "mail-injection",
+    (SQLITE,),
+    names=("schedule-next", "send-reminder"),
+    per_function={"send-reminder": {"K_SINK": ""}},
+    in_process=True,
+)
 
 
 def create(fs: FunctionSet, data: dict) -> httpx.Response:
     headers, body = cloud_event("todo.task.created", data, id_=uuid.uuid4().hex)
-    return httpx.post(fs.functions["schedule-next"].url, headers=headers, content=body, timeout=30)
+    return fs.caller.post(fs.url("schedule-next"), headers=headers, content=body)
 
 
 def test_an_event_with_the_reported_title_mails_one_plain_text_reminder(stack):
@@ -254,9 +251,7 @@ def test_an_event_with_the_reported_title_mails_one_plain_text_reminder(stack):
     headers, body = cloud_event(
         "todo.reminder.due", {"user_id": user, "task_id": task}, id_=uuid.uuid4().hex
     )
-    swept = httpx.post(
-        stack.functions["send-reminder"].url, headers=headers, content=body, timeout=30
-    )
+    swept = stack.caller.post(stack.url("send-reminder"), headers=headers, content=body)
     assert swept.status_code == 200, swept.text
     reminder = stack.store.get_reminder(user, task)
     assert reminder.status is ReminderStatus.SENT

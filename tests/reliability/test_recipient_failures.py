@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import httpx
 import pytest
 from figures import record
 from relstack import FunctionSet
@@ -43,7 +42,10 @@ from nextup.notify import (
 )
 from nextup.reminders import ReminderStatus
 from nextup.services import Services
+from nextup_dev.stores import SQLITE
 from peers import free_port
+
+pytestmark = pytest.mark.fast
 
 OUTCOMES: Counter = Counter()  # (channel, case, outcome), for the figures
 
@@ -422,20 +424,14 @@ def test_failing_webhooks_never_hold_back_other_webhooks(hook):
 # -- the sweep: stored tasks from before the rules tightened ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        fs = FunctionSet.start(
-            "sqlite",
-            tmp_path_factory.mktemp("recipients"),
-            mp,
-            names=("schedule-next", "send-reminder"),
-            env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1"},
-        )
-        try:
-            yield fs
-        finally:
-            fs.stop()
+stack = FunctionSet.fixture(
+    "stack",
+    "recipients",
+    (SQLITE,),
+    names=("schedule-next", "send-reminder"),
+    env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1"},
+    in_process=True,
+)
 
 
 LEGACY = {
@@ -457,7 +453,7 @@ def test_a_stored_task_from_before_the_rules_fails_alone(stack):
             "notify": {"email": f"{user}@example.com"},
         }
         headers, body = cloud_event("todo.task.created", data, id_=uuid.uuid4().hex)
-        created = httpx.post(stack.url("schedule-next"), headers=headers, content=body)
+        created = stack.caller.post(stack.url("schedule-next"), headers=headers, content=body)
         assert created.status_code == 202, created.text
     # What an older release accepted, written as it would have stored it.
     for channel, value in LEGACY.items():
@@ -466,7 +462,7 @@ def test_a_stored_task_from_before_the_rules_fails_alone(stack):
         stack.store.save_task(task.model_copy(update={"notify": old}))
         assert getattr(stack.store.get_task(user, f"{user}.{channel}").notify, channel) == value
     headers, body = cloud_event("todo.reminder.due", {"user_id": user}, id_=uuid.uuid4().hex)
-    swept = httpx.post(stack.url("send-reminder"), headers=headers, content=body, timeout=30)
+    swept = stack.caller.post(stack.url("send-reminder"), headers=headers, content=body)
     assert swept.status_code in (200, 202), swept.text
     assert stack.store.get_reminder(user, f"{user}.good").status is ReminderStatus.SENT
     for channel in LEGACY:

@@ -1,8 +1,8 @@
 """Review defects: deduplication on source + id, per-user task ids, out-of-order updates,
-times outside the years a task may have, and clients that go away mid-request. Real
-function processes over each store backend (SQLite file, DynamoDB on moto server).
-The sweep's poisoned recipients are in test_review_sweep.py, time zones in
-test_review_zones.py.
+and times outside the years a task may have. The functions in-process (the fast layer)
+over each store backend (SQLite file, DynamoDB on moto server). Clients that go away
+mid-request are in test_review_aborts.py (real sockets to function processes), the
+sweep's poisoned recipients in test_review_sweep.py, time zones in test_review_zones.py.
 
 Why each test fails on the pre-fix code (c97ba0d; reasoned from its source, not run):
 
@@ -34,10 +34,6 @@ Why each test fails on the pre-fix code (c97ba0d; reasoned from its source, not 
 - test_a_series_past_2200_ends: c97ba0d's `next_occurrence` had no `MAX_YEAR` check, so
   the occurrence after 2200-12-31 was created in 2201 (200 "scheduled", not
   "series_ended").
-- test_clients_that_abort_mid_body_are_logged_as_aborted: c97ba0d had no
-  `except ClientDisconnect`: starlette's ClientDisconnect reached the generic
-  `except Exception`, which logged "handler failed" with a traceback (`exc`) and status
-  500 for every abort.
 """
 
 from __future__ import annotations
@@ -45,12 +41,10 @@ from __future__ import annotations
 import functools
 import json
 import random
-import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -62,6 +56,8 @@ from relstack import FunctionSet
 from harness import cloud_event, structured_event, wait_until
 from nextup.envelope import event_key, parse_http
 
+pytestmark = pytest.mark.fast
+
 SOURCE = "/review"
 BERLIN = ZoneInfo("Europe/Berlin")
 FEW = settings(
@@ -72,28 +68,14 @@ FEW = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """One client for the module: a new one per request costs more than the request."""
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    with httpx.Client(timeout=60, limits=limits) as client:
-        yield client
-
-
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
-def fs(request, tmp_path_factory, moto_server, http) -> Iterator[FunctionSet]:
-    """Reply mode for complete-task and schedule-next (no K_SINK): the emitted event is
-    the answer, so its ce-id is visible to the test."""
-    with pytest.MonkeyPatch.context() as mp:
-        stack = FunctionSet.start(
-            request.param, tmp_path_factory.mktemp("review"), mp, moto=moto_server, at_once=True
-        )
-        stack.kind = request.param
-        stack.http = http
-        try:
-            yield stack
-        finally:
-            stack.stop_at_once()
+# Reply mode for complete-task and schedule-next (no K_SINK): the emitted event is the
+# answer, so its ce-id is visible to the test.
+fs = FunctionSet.fixture(
+    "fs",
+    "review",
+    in_process=True,
+    http={"limits": httpx.Limits(max_connections=100, max_keepalive_connections=100)},
+)
 
 
 def post(
@@ -642,79 +624,3 @@ def test_a_series_past_2200_ends(fs, rule, due, zone):
         scheduled = post(fs, "schedule-next", "todo.occurrence.requested", earlier)
         assert scheduled.status_code == 200, scheduled.text
         assert json.loads(scheduled.content)["due_at"].startswith("2200-12-31")
-
-
-# -- clients that go away mid-request ------------------------------------------------------
-
-ABORTS = 50
-
-
-def abort(port: int, rng: random.Random, first: bool = False) -> None:
-    """Headers announcing a body, part of the body (or none), then the connection closed;
-    the `first` as the review described it: Content-Length 10000, half the body."""
-    data = json.dumps({"user_id": "aborter", "task_id": "t", "title": "x" * 9000}).encode()
-    structured = rng.random() < 0.5
-    if structured:
-        envelope = {
-            "specversion": "1.0",
-            "id": uuid.uuid4().hex,
-            "source": "/aborts",
-            "type": "todo.task.created",
-            "data": json.loads(data),
-        }
-        body = json.dumps(envelope).encode()
-        head = "content-type: application/cloudevents+json\r\n"
-    else:
-        body = data
-        head = (
-            "ce-specversion: 1.0\r\n"
-            f"ce-id: {uuid.uuid4().hex}\r\nce-source: /aborts\r\nce-type: todo.task.created\r\n"
-            "content-type: application/json\r\n"
-        )
-    declared = 10_000 if first else rng.choice([10_000, len(body), len(body) * 2])
-    cut = 5_000 if first else rng.choice([0, 1, declared // 2, min(declared, len(body)) - 1])
-    request = (
-        f"POST / HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{head}content-length: {declared}\r\n\r\n"
-    ).encode() + body[:cut]
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request)
-        if rng.random() < 0.5:
-            sock.shutdown(socket.SHUT_WR)  # a FIN first, then the close
-
-
-@pytest.mark.parametrize("function", ["complete-task", "schedule-next", "send-reminder"])
-def test_clients_that_abort_mid_body_are_logged_as_aborted(fs, function):
-    process = fs.functions[function]
-    seen = len(process.log_lines())
-    log_file = Path(process._log.name)
-    offset = log_file.stat().st_size
-    rng = random.Random(f"{fs.kind}-{function}")
-    for n in range(ABORTS):
-        abort(process.port, rng, first=n == 0)
-
-    def aborted() -> list[dict]:
-        lines = process.log_lines()[seen:]
-        return [line for line in lines if line.get("outcome") == "aborted"]
-
-    wait_until(lambda: len(aborted()) >= ABORTS, timeout=20, message=f"{ABORTS} aborted lines")
-    lines = process.log_lines()[seen:]
-    assert [line for line in lines if line.get("status", 0) >= 500] == []
-    assert [line for line in lines if "exc" in line or line.get("level") == "error"] == []
-    assert len(aborted()) == ABORTS
-    assert all(line.get("status") == 499 for line in aborted())
-    with log_file.open("rb") as log:
-        log.seek(offset)
-        text = log.read().decode(errors="replace")
-    assert "Traceback" not in text and "Exception" not in text, text[-3000:]
-    # And it still answers a good event.
-    if function == "send-reminder":
-        good = post(fs, function, "todo.reminder.due", {"user_id": f"ok-{uuid.uuid4().hex[:6]}"})
-        assert good.status_code == 202, good.text
-    elif function == "schedule-next":
-        user = f"ok-{uuid.uuid4().hex[:6]}"
-        good = post(fs, function, "todo.task.created", created(user, "t", "fine"))
-        assert good.status_code == 202 and tasks_of(fs, user)[0]["title"] == "fine"
-    else:
-        user = f"ok-{uuid.uuid4().hex[:6]}"
-        good = post(fs, function, "todo.task.completed", {**created(user, "t", "x")})
-        assert good.status_code == 202 and tasks_of(fs, user)[0]["status"] == "completed"

@@ -1,6 +1,6 @@
 """Review defects, class "one poisoned recipient": a reminder sweep's failure belongs to its
-one reminder. Real processes over each store backend, a real aiosmtpd server, webhooks on
-a real local HTTP server, the sink a real HTTP recorder.
+one reminder. The functions in-process (the fast layer) over each store backend, a real
+aiosmtpd server, webhooks on a real local HTTP server, the sink a real HTTP recorder.
 
 Why each test fails on the pre-fix code (c97ba0d; reasoned from its source, not run):
 
@@ -40,9 +40,11 @@ import httpx
 import pytest
 from relstack import FunctionSet
 
-from harness import FunctionProcess, HttpRecorder, MailServer, Recorded, cloud_event, wait_until
+from harness import HttpRecorder, MailServer, Recorded, cloud_event, wait_until
 from nextup.reminders import RETRY_FIRST, ReminderStatus
 from peers import free_port
+
+pytestmark = pytest.mark.fast
 
 INNOCENTS = 20
 WEBHOOK_TIMEOUT = 1.0
@@ -122,34 +124,13 @@ def hooks(fs) -> Iterator[Hooks]:
     h.stop()
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """One client for the module: a new one per request costs more than the request."""
-    with httpx.Client(timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
-def fs(request, tmp_path_factory, moto_server, http) -> Iterator[FunctionSet]:
-    with pytest.MonkeyPatch.context() as mp:
-        stack = FunctionSet.start(
-            request.param,
-            tmp_path_factory.mktemp("review-sweep"),
-            mp,
-            moto=moto_server,
-            names=("schedule-next", "send-reminder"),
-            env={
-                "NEXTUP_WEBHOOK_ALLOW": "127.0.0.1",
-                "NEXTUP_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT),
-            },
-            at_once=True,
-        )
-        stack.kind = request.param
-        stack.http = http
-        try:
-            yield stack
-        finally:
-            stack.stop_at_once()
+fs = FunctionSet.fixture(
+    "fs",
+    "review-sweep",
+    names=("schedule-next", "send-reminder"),
+    env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.1", "NEXTUP_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT)},
+    in_process=True,
+)
 
 
 def post(fs: FunctionSet, url: str, type_: str, data: dict) -> httpx.Response:
@@ -326,7 +307,7 @@ def test_only_the_smtp_server_being_down_answers_503_after_everything_else_was_s
     reminders the tests above left are not due for a while): users with e-mail wait,
     everyone else is sent and announced before the tick answers 503."""
     smtp_port = free_port()
-    down = FunctionProcess(
+    down = fs.function(
         "send-reminder",
         {
             **fs.env,

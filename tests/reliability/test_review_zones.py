@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from relstack import FunctionSet, start_together, stop_together
 
 from harness import FunctionProcess, cloud_event
+from peers import STORE_KINDS
 
 HOST_ZONES = ("UTC", "America/Los_Angeles", "Asia/Tokyo")
 
@@ -54,7 +55,7 @@ def test_the_host_zones_really_differ():
     assert len({local_offset(tz) for tz in HOST_ZONES}) == len(HOST_ZONES)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def fs(request, tmp_path_factory, moto_server) -> Iterator[FunctionSet]:
     """The store and peers of a function set, and schedule-next once per host zone."""
     with pytest.MonkeyPatch.context() as mp:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from figures import record
 
 from harness import FunctionProcess, HttpRecorder, cloud_event
 from nextup.store import open_store
+from nextup_dev.smtp import SmtpServer
 from peers import free_port
 from reliability.oidc_issuer import AUDIENCE, Issuer
 
@@ -31,11 +30,10 @@ WEBHOOK_TOKEN = "WEBHOOK-TOKEN-7215ee9c7d9dc229"
 SECRETS = [SMTP_PASSWORD, URL_PASSWORD, AWS_SECRET, WEBHOOK_TOKEN]
 
 
-class AuthMailServer:
-    """aiosmtpd that requires AUTH (without TLS, on loopback) with one password."""
+class AuthMailServer(SmtpServer):
+    """An SMTP server that requires AUTH (without TLS, on loopback) with one password."""
 
     def __init__(self, password: str) -> None:
-        self.port = free_port()
         self.password = password
         self.received = 0
 
@@ -43,25 +41,11 @@ class AuthMailServer:
             ok = getattr(auth_data, "password", b"") == self.password.encode()
             return AuthResult(success=ok, handled=False)
 
-        self.controller = Controller(
-            self,
-            hostname="127.0.0.1",
-            port=self.port,
-            authenticator=authenticate,
-            auth_required=True,
-            auth_require_tls=False,
-        )
+        super().__init__(authenticator=authenticate, auth_required=True, auth_require_tls=False)
 
     async def handle_DATA(self, server, session, envelope) -> str:
         self.received += 1
         return "250 OK"
-
-    def start(self) -> AuthMailServer:
-        self.controller.start()
-        return self
-
-    def stop(self) -> None:
-        self.controller.stop()
 
 
 @pytest.fixture
@@ -188,7 +172,7 @@ def test_secrets_stay_out_of_logs_and_answers(tmp_path, issuer):
         mail.stop()
         hook.stop()
 
-    logs = {name: Path(p._log.name).read_text(errors="replace") for name, p in processes.items()}
+    logs = {name: p.log_path.read_text(errors="replace") for name, p in processes.items()}
     searched = SECRETS + [t.split(".")[2] for t in tokens] + [t.split(".")[1] for t in tokens]
     leaks = [
         f"{where}: {secret[:12]}..."

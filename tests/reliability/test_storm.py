@@ -23,6 +23,7 @@ from harness import cloud_event
 from nextup.envelope import event_key, parse_http
 from nextup.reminders import ReminderStatus
 from nextup.tasks import TaskStatus
+from nextup_dev.stores import DYNAMODB, SQLITE, STORE_KINDS
 
 COPIES = 3
 USERS = 20
@@ -62,7 +63,11 @@ def summary(stats: Stats) -> dict:
     }
 
 
-@pytest.mark.parametrize(("kind", "tasks"), [("sqlite", 400), ("dynamodb", 40)])
+# How many tasks the storm has, per store kind.
+TASKS = {SQLITE: 400, DYNAMODB: 40}
+
+
+@pytest.mark.parametrize(("kind", "tasks"), [(kind, TASKS[kind]) for kind in STORE_KINDS])
 def test_every_event_three_times_concurrently_out_of_order(kind, tasks, tmp_path, moto_server):
     with pytest.MonkeyPatch.context() as mp:
         fs = FunctionSet.start(

@@ -20,10 +20,8 @@ there, recorded, instead of leaving the machine. Host names used are only those 
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -31,48 +29,28 @@ import pytest
 from figures import record
 from relstack import FunctionSet
 
-from harness import HttpRecorder, TestCA, cloud_event
+from harness import HttpRecorder, Recorded, TestCA, cloud_event
 from nextup import webhooks
 from nextup.notify import Message, PermanentFailure, RecipientUnavailable
 from nextup.reminders import ReminderStatus
 
 
-class Canary:
+class Canary(HttpRecorder):
     """An HTTP proxy that forwards nothing: it records every request and answers itself."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
+        super().__init__(respond=self.answer)
 
-    def start(self) -> Canary:
-        canary = self
+    @staticmethod
+    def answer(request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if "redirect" in request.path:
+            return 302, {"location": "http://169.254.169.254/latest/meta-data/"}, b""
+        return 200, {}, b""
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                canary.requests.append((self.command, self.path))
-                if "redirect" in self.path:
-                    self.send_response(302)
-                    self.send_header("location", "http://169.254.169.254/latest/meta-data/")
-                else:
-                    self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            do_GET = do_POST = do_CONNECT = do_PUT = _serve
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """(method, target) of every request that reached it."""
+        return [(r.method, r.path) for r in self.requests]
 
 
 REFUSED = [
@@ -139,11 +117,10 @@ ALLOWED = [
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     canary = Canary().start()
-    with pytest.MonkeyPatch.context() as mp:
-        fs = FunctionSet.start(
+    try:
+        with FunctionSet.running(
             "sqlite",
             tmp_path_factory.mktemp("webhooks"),
-            mp,
             names=("schedule-next", "send-reminder"),
             env={"NEXTUP_WEBHOOK_ALLOW": "127.0.0.2,10.1.2.0/24,localhost"},
             per_function={
@@ -155,13 +132,11 @@ def stack(tmp_path_factory):
                     "K_SINK": "",
                 }
             },
-        )
-        fs.canary = canary
-        try:
+        ) as fs:
+            fs.canary = canary
             yield fs
-        finally:
-            fs.stop()
-            canary.stop()
+    finally:
+        canary.stop()
 
 
 def remind(fs: FunctionSet, user: str, target: str) -> tuple[ReminderStatus, str | None, int]:
@@ -194,18 +169,18 @@ def test_non_public_targets_are_refused_and_never_contacted(stack):
     user = f"wh-{uuid.uuid4().hex[:6]}"
     outcomes = {}
     for target in REFUSED:
-        before = len(stack.canary.requests)
+        before = len(stack.canary.calls)
         status, error, _ = remind(stack, user, target)
         outcomes[target] = status.value
         assert status is ReminderStatus.FAILED, (target, status, error)
         assert "non-public" in (error or ""), (target, error)
-        assert len(stack.canary.requests) == before, (target, stack.canary.requests[before:])
+        assert len(stack.canary.calls) == before, (target, stack.canary.calls[before:])
     record("webhook guard", refused=len(REFUSED), contacted=0)
 
 
 def test_ambiguous_or_unusable_urls_are_refused_when_the_task_is_created(stack):
     user = f"wh-{uuid.uuid4().hex[:6]}"
-    before, contacted = stack.dump(), len(stack.canary.requests)
+    before, contacted = stack.dump(), len(stack.canary.calls)
     for target in REFUSED_AT_CREATION:
         data = {"user_id": user, "task_id": f"{user}.x", "notify": {"webhook": target}}
         headers, body = cloud_event("todo.task.created", data, id_=uuid.uuid4().hex)
@@ -216,26 +191,26 @@ def test_ambiguous_or_unusable_urls_are_refused_when_the_task_is_created(stack):
         assert response.json()["field"] == "data.notify.webhook", target
         assert "secret" not in response.text, "credentials are never echoed"
     assert stack.dump() == before
-    assert len(stack.canary.requests) == contacted
+    assert len(stack.canary.calls) == contacted
     record("webhook creation", refused=len(REFUSED_AT_CREATION))
 
 
 def test_allow_listed_targets_are_posted_to_once(stack):
     user = f"wh-{uuid.uuid4().hex[:6]}"
     for target in ALLOWED:
-        before = len(stack.canary.requests)
+        before = len(stack.canary.calls)
         status, error, _ = remind(stack, user, target)
         assert status is ReminderStatus.SENT, (target, error)
-        reached = stack.canary.requests[before:]
+        reached = stack.canary.calls[before:]
         assert len(reached) == 1 and reached[0][0] == "POST", reached
         assert reached[0][1].startswith(target.split("/hook")[0]), reached
 
 
 def test_a_redirect_is_not_followed(stack):
     user = f"wh-{uuid.uuid4().hex[:6]}"
-    before = len(stack.canary.requests)
+    before = len(stack.canary.calls)
     status, error, _ = remind(stack, user, "http://127.0.0.2/redirect")
-    reached = stack.canary.requests[before:]
+    reached = stack.canary.calls[before:]
     assert reached == [("POST", "http://127.0.0.2/redirect")], reached
     assert status is ReminderStatus.FAILED and "302" in (error or "")
 

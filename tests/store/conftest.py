@@ -10,6 +10,8 @@ import pytest
 from store_helpers import fresh_table
 
 from nextup.store import Backend, Store, open_store
+from nextup_dev.stores import SQLITE, STORE_KINDS
+from nextup_dev.stores import store_url as store_url_for
 
 AWS_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
@@ -43,10 +45,10 @@ def dynamodb_endpoint(aws_env: pytest.MonkeyPatch, moto_server: str) -> str:
     return moto_server
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'store.db'}"
+    if request.param == SQLITE:
+        return store_url_for(SQLITE, tmp_path / "state")
     request.getfixturevalue("dynamodb_endpoint")
     return f"dynamodb://{fresh_table()}"
 
