@@ -101,7 +101,14 @@ def _naive(
 def _occurrences_between(rule: str, start: datetime, now: datetime) -> float:
     """Rough count of occurrences dateutil walks (for estimating skipped naive calls)."""
     seconds = (now - start).total_seconds()
-    per = {"DAILY": 86400, "HOURLY": 3600, "MINUTELY": 60, "MONTHLY": 86400 * 30.4}
+    per = {
+        "MINUTELY": 60,
+        "HOURLY": 3600,
+        "DAILY": 86400,
+        "WEEKLY": 86400 * 7,
+        "MONTHLY": 86400 * 30.4,
+        "YEARLY": 86400 * 365.25,
+    }
     walked = seconds / per[rule.split(";")[0].split("=")[1]]
     return min(walked, 1_000_000) if "COUNT=" in rule else walked
 
