@@ -189,37 +189,27 @@ class Transition(NamedTuple):
     outcome: Outcome
 
 
-def complete(task: Task, *, completed_at: datetime, event_key: str) -> Transition:
-    """Mark an open task completed, once."""
+def _close(task: Task, status: TaskStatus, *, at: datetime, event_key: str) -> Transition:
+    """Close an open task as `status` (completed or skipped) once, recording when and by
+    which event in its `<status>_at` and `<status>_by`."""
+    by = f"{status.value}_by"
     if task.status is TaskStatus.OPEN:
-        done = task.model_copy(
-            update={
-                "status": TaskStatus.COMPLETED,
-                "completed_at": completed_at,
-                "completed_by": event_key,
-            }
-        )
-        return Transition(done, Outcome.APPLIED)
-    if task.completed_by == event_key:
+        closed = task.model_copy(update={"status": status, f"{status.value}_at": at, by: event_key})
+        return Transition(closed, Outcome.APPLIED)
+    if getattr(task, by) == event_key:
         return Transition(task, Outcome.REPLAYED)
     return Transition(task, Outcome.NOOP)
+
+
+def complete(task: Task, *, completed_at: datetime, event_key: str) -> Transition:
+    """Mark an open task completed, once."""
+    return _close(task, TaskStatus.COMPLETED, at=completed_at, event_key=event_key)
 
 
 def skip(task: Task, *, skipped_at: datetime, event_key: str) -> Transition:
     """Close an open occurrence of a series as skipped (not done), once: the series goes
     on as if it had been completed then."""
-    if task.status is TaskStatus.OPEN:
-        passed = task.model_copy(
-            update={
-                "status": TaskStatus.SKIPPED,
-                "skipped_at": skipped_at,
-                "skipped_by": event_key,
-            }
-        )
-        return Transition(passed, Outcome.APPLIED)
-    if task.skipped_by == event_key:
-        return Transition(task, Outcome.REPLAYED)
-    return Transition(task, Outcome.NOOP)
+    return _close(task, TaskStatus.SKIPPED, at=skipped_at, event_key=event_key)
 
 
 def delete(task: Task, *, event_key: str) -> Transition:

@@ -29,6 +29,19 @@ def wait_for(predicate, timeout: float, message: str, every: float = 0.25):
     return wait_until(predicate, timeout, message, every)
 
 
+def daily(user: str, task: str, **extra) -> dict:
+    """The data of a daily recurring task (09:00 Berlin from Monday 2026-11-23)."""
+    return {
+        "user_id": user,
+        "task_id": task,
+        "title": f"Water plant {task}",
+        "due_at": "2026-11-23T09:00:00+01:00",
+        "timezone": "Europe/Berlin",
+        "recurrence": {"rule": "FREQ=DAILY"},
+        **extra,
+    }
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -141,4 +154,4 @@ class DevStack(DevChild):
             assert not left, f"processes left behind: {left}"
 
 
-__all__ = ["ROOT", "DevStack", "alive", "manifests", "trigger", "wait_for", "wait_until"]
+__all__ = ["ROOT", "DevStack", "alive", "daily", "manifests", "trigger", "wait_for", "wait_until"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from devstack import ROOT, DevStack, wait_for
+from devstack import ROOT, DevStack, daily, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from harness import HttpRecorder, Recorded, cloud_event, wait_until
@@ -62,18 +62,6 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, f"the page's script failed: {errors}"
 
 
-def recurring(user: str, task: str, **extra) -> dict:
-    return {
-        "user_id": user,
-        "task_id": task,
-        "title": f"Water plant {task}",
-        "due_at": "2026-11-23T09:00:00+01:00",
-        "timezone": "Europe/Berlin",
-        "recurrence": {"rule": "FREQ=DAILY"},
-        **extra,
-    }
-
-
 def post(dev: DevStack, type_: str, data: dict, id_: str) -> None:
     response = dev.post(*cloud_event(type_, data, id_=id_))
     assert response.status_code == 202, response.text
@@ -85,19 +73,24 @@ def delivered(dev: DevStack, trigger: str, count: int) -> None:
     )
 
 
-def test_the_timeline_shows_a_completion_down_to_the_next_occurrence(
-    dev: DevStack, page: Page
-) -> None:
-    user = f"chain-{uuid.uuid4().hex[:6]}"
+def create_and_complete(dev: DevStack, user: str, task: str, *, created: str, done: str) -> None:
+    """A daily task created (and registered) then completed, posted through the ingress."""
     before = dev.status()["triggers"]["schedule-next-task-created"]["delivered"]
-    post(dev, "todo.task.created", recurring(user, "water"), f"{user}-created")
+    post(dev, "todo.task.created", daily(user, task), created)
     delivered(dev, "schedule-next-task-created", before + 1)
     post(
         dev,
         "todo.task.completed",
-        {"user_id": user, "task_id": "water", "completed_at": "2026-11-23T10:00:00+01:00"},
-        f"{user}-done",
+        {"user_id": user, "task_id": task, "completed_at": "2026-11-23T10:00:00+01:00"},
+        done,
     )
+
+
+def test_the_timeline_shows_a_completion_down_to_the_next_occurrence(
+    dev: DevStack, page: Page
+) -> None:
+    user = f"chain-{uuid.uuid4().hex[:6]}"
+    create_and_complete(dev, user, "water", created=f"{user}-created", done=f"{user}-done")
 
     page.goto(dev.base + "/ui")
     expect(page.locator("#live")).to_have_text("live")
@@ -198,7 +191,7 @@ def test_firing_the_reminder_sweep_from_the_page_mails_the_reminder(
 ) -> None:
     user = f"mail-{uuid.uuid4().hex[:6]}"
     due = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
-    created = recurring(
+    created = daily(
         user,
         "call",
         due_at=due.isoformat(),
@@ -239,15 +232,7 @@ def test_a_users_state_shows_each_series_with_its_occurrences_and_next_due(
     dev: DevStack, page: Page
 ) -> None:
     user = f"state-{uuid.uuid4().hex[:6]}"
-    before = dev.status()["triggers"]["schedule-next-task-created"]["delivered"]
-    post(dev, "todo.task.created", recurring(user, "plant"), f"{user}-c")
-    delivered(dev, "schedule-next-task-created", before + 1)
-    post(
-        dev,
-        "todo.task.completed",
-        {"user_id": user, "task_id": "plant", "completed_at": "2026-11-23T10:00:00+01:00"},
-        f"{user}-d",
-    )
+    create_and_complete(dev, user, "plant", created=f"{user}-c", done=f"{user}-d")
 
     def two():
         with open_store(dev.store_url) as store:

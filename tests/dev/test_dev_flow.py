@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from devstack import DevStack, wait_for
+from devstack import DevStack, daily, wait_for
 
 from harness import cloud_event, wait_until
 from nextup.store import open_store
@@ -34,18 +34,6 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         yield stack
     finally:
         stack.stop()
-
-
-def daily(user: str, task: str, **extra) -> dict:
-    return {
-        "user_id": user,
-        "task_id": task,
-        "title": f"Water plant {task}",
-        "due_at": "2026-11-23T09:00:00+01:00",
-        "timezone": "Europe/Berlin",
-        "recurrence": {"rule": "FREQ=DAILY"},
-        **extra,
-    }
 
 
 def test_a_thousand_recurring_completions_posted_twice_yield_a_thousand_next_occurrences(

@@ -38,9 +38,29 @@ const json = (value) => h("pre", {}, JSON.stringify(value, null, 2));
 const table = (heads, rows) => h("table", {},
   h("thead", {}, h("tr", {}, heads.map((x) => h("th", {}, x)))), h("tbody", {}, rows));
 
+// Someone is typing: a field of the page has focus and was edited in the last moments.
+// Focus alone is not enough: after Enter the cursor stays in the filter, and the view it
+// filters must go on updating.
+const QUIET_MS = 1200;
+let lastEdit = 0;
+let missed = false;
+main.addEventListener("input", () => { lastEdit = Date.now(); });
+main.addEventListener("keydown", () => { lastEdit = Date.now(); });
+
 function typing() {
   const el = document.activeElement;
-  return el && main.contains(el) && ["TEXTAREA", "INPUT", "SELECT"].includes(el.tagName);
+  return el && main.contains(el) && ["TEXTAREA", "INPUT", "SELECT"].includes(el.tagName)
+    && Date.now() - lastEdit < QUIET_MS;
+}
+
+// A live change that came while someone typed is drawn once they pause, not dropped.
+function liveRedraw() {
+  if (!view || !view.live) return;
+  if (!typing()) { redraw(false); return; }
+  if (!missed) {
+    missed = true;
+    setTimeout(() => { missed = false; liveRedraw(); }, QUIET_MS);
+  }
 }
 
 // The page anew, keeping the field being typed into as it was (value, cursor, focus).
@@ -66,6 +86,7 @@ async function redraw(forced = true) {
   try {
     const content = await view.draw();
     if (content && (forced || !typing())) replace(content);
+    else if (content) liveRedraw();  // held back under someone typing: drawn when they pause
   } catch (error) {
     replace(h("p", {class: "note failed"}, String(error.message || error)));
   } finally {
@@ -351,9 +372,7 @@ function live() {
   const stream = new EventSource("/ui/api/stream");
   stream.addEventListener("open", () => { badgeEl.textContent = "live"; badgeEl.className = "on"; });
   stream.addEventListener("error", () => { badgeEl.textContent = "reconnecting"; badgeEl.className = ""; });
-  stream.addEventListener("changed", () => {
-    if (view && view.live && !typing()) redraw(false);
-  });
+  stream.addEventListener("changed", liveRedraw);
 }
 
 window.addEventListener("hashchange", route);
