@@ -56,6 +56,27 @@ def load_stream(text: str) -> list[Resource]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
+# Every pin infra/versions.env must hold (the guide's version table names them too).
+PINNED = frozenset(
+    {
+        "PYTHON_IMAGE",
+        "KIND_VERSION",
+        "KIND_NODE_IMAGE",
+        "KUBERNETES_VERSION",
+        "KNATIVE_SERVING_VERSION",
+        "KNATIVE_KOURIER_VERSION",
+        "KNATIVE_EVENTING_VERSION",
+        "KNATIVE_KAFKA_VERSION",
+        "STRIMZI_VERSION",
+        "KAFKA_VERSION",
+        "DYNAMODB_LOCAL_IMAGE",
+        "MAILPIT_IMAGE",
+        "OPENFAAS_CHART_VERSION",
+        "CRON_CONNECTOR_CHART_VERSION",
+    }
+)
+
+
 @functools.cache
 def versions() -> dict[str, str]:
     """infra/versions.env as the scripts see it (KEY=VALUE lines, # comments)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from deploy_helpers import (
+    PINNED,
     ROOT,
     SCHEMAS,
     by_name,
@@ -15,22 +16,7 @@ from deploy_helpers import (
     versions,
 )
 
-REQUIRED = {
-    "PYTHON_IMAGE",
-    "KIND_VERSION",
-    "KIND_NODE_IMAGE",
-    "KUBERNETES_VERSION",
-    "KNATIVE_SERVING_VERSION",
-    "KNATIVE_KOURIER_VERSION",
-    "KNATIVE_EVENTING_VERSION",
-    "KNATIVE_KAFKA_VERSION",
-    "STRIMZI_VERSION",
-    "KAFKA_VERSION",
-    "DYNAMODB_LOCAL_IMAGE",
-    "MAILPIT_IMAGE",
-    "OPENFAAS_CHART_VERSION",
-    "CRON_CONNECTOR_CHART_VERSION",
-}
+REQUIRED = PINNED
 SCRIPTS = sorted((ROOT / "infra").rglob("*.sh"))
 
 

@@ -10,16 +10,38 @@ import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from storedump import dump
 
-from harness import FunctionGroup, FunctionProcess, HttpRecorder, MailServer
+from harness import FunctionGroup, FunctionProcess, HttpRecorder, MailServer, cloud_event
 from nextup_dev.moto import aws_env
 from nextup_dev.stores import SQLITE, STORE_KINDS
 from nextup_dev.stores import store_url as store_url_for
+
+
+def chores_created(run: str, tasks: list[tuple[str, str]], due: datetime) -> list:
+    """`todo.task.created` for each (user, task): a daily chore due at `due` whose reminder
+    (a day before) is due already, and so is its next occurrence's, mailed to its user."""
+    return [
+        cloud_event(
+            "todo.task.created",
+            {
+                "user_id": user,
+                "task_id": task,
+                "title": f"Chore {i}",
+                "due_at": due.isoformat(),
+                "recurrence": {"rule": "FREQ=DAILY"},
+                "reminder": {"before": "P1D"},
+                "notify": {"email": f"{user}@example.com"},
+            },
+            id_=f"{run}-c{i}",
+        )
+        for i, (user, task) in enumerate(tasks)
+    ]
 
 
 def together(calls: Iterable[Callable[[], object]]) -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from figures import record
+from relstack import chores_created
 
 from dev.devstack import DevStack, alive, wait_for
 from harness import cloud_event, wait_until
@@ -70,22 +71,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path):
 
         killer = threading.Thread(target=crash_loop, daemon=True)
         killer.start()
-        dev.post_many(
-            cloud_event(
-                "todo.task.created",
-                {
-                    "user_id": user,
-                    "task_id": task,
-                    "title": f"Chore {i}",
-                    "due_at": due.isoformat(),
-                    "recurrence": {"rule": "FREQ=DAILY"},
-                    "reminder": {"before": "P1D"},  # due now, and so is the next one's
-                    "notify": {"email": f"{user}@example.com"},
-                },
-                id_=f"{run}-c{i}",
-            )
-            for i, (user, task) in enumerate(tasks)
-        )
+        dev.post_many(chores_created(run, tasks, due))
         wait_for(lambda: sum(len(store.list_tasks(u)) for u in users) >= TASKS, 120, "registered")
         completions = [
             cloud_event("todo.task.completed", {"user_id": u, "task_id": t}, id_=f"{run}-d{i}")

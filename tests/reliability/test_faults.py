@@ -26,7 +26,7 @@ import pytest
 from faultproxy import FaultProxy
 from figures import record
 from minibroker import Delivery, MiniBroker, percentile
-from relstack import FunctionSet
+from relstack import FunctionSet, chores_created
 
 from harness import HttpRecorder, cloud_event, wait_until
 from nextup.reminders import ReminderStatus
@@ -43,22 +43,7 @@ def task_events(run: str, count: int) -> tuple[list, list, list[tuple[str, str]]
     due = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
     users = [f"fault-{run}-{n}" for n in range(5)]
     tasks = [(users[i % 5], f"{users[i % 5]}.t{i}") for i in range(count)]
-    created = [
-        cloud_event(
-            "todo.task.created",
-            {
-                "user_id": user,
-                "task_id": task,
-                "title": f"Chore {i}",
-                "due_at": due.isoformat(),
-                "recurrence": {"rule": "FREQ=DAILY"},
-                "reminder": {"before": "P1D"},
-                "notify": {"email": f"{user}@example.com"},
-            },
-            id_=f"{run}-c{i}",
-        )
-        for i, (user, task) in enumerate(tasks)
-    ]
+    created = chores_created(run, tasks, due)
     completed = [
         cloud_event("todo.task.completed", {"user_id": u, "task_id": t}, id_=f"{run}-d{i}")
         for i, (u, t) in enumerate(tasks)
