@@ -152,6 +152,7 @@ def _dev(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         concurrency=args.concurrency,
         summary_every=args.summary_every,
+        console=not args.no_console,
     )
     return asyncio.run(stack.main(options))
 
@@ -214,15 +215,17 @@ def _emit(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
-def _console_url(state_dir: str) -> str:
+def _console_url(state_dir: str) -> str | None:
     """The console API of the `nextup dev` running here (from its dev.json), else the
-    default address's."""
+    default address's; None when it runs without its console."""
     from pathlib import Path
 
     try:
         state = json.loads((Path(state_dir) / "dev.json").read_text())
     except (OSError, ValueError):
         return "http://127.0.0.1:8080/ui/api"
+    if "console" in state and state["console"] is None:
+        return None
     base = state.get("console") or state.get("healthz", "").removesuffix("/healthz") + "/ui"
     return base + "/api"
 
@@ -232,7 +235,15 @@ def _ask_dev(args: argparse.Namespace, path: str, body: dict | None = None):
     None after saying on stderr why there is none."""
     import httpx
 
-    url = _console_url(args.state_dir) + path
+    base = _console_url(args.state_dir)
+    if base is None:
+        print(
+            "nextup: the nextup dev running here has no console (--no-console): restart it "
+            "without that option",
+            file=sys.stderr,
+        )
+        return None
+    url = base + path
     try:
         if body is None:
             response = httpx.get(url, timeout=args.timeout)
@@ -464,6 +475,11 @@ def parser() -> argparse.ArgumentParser:
     )
     dev.add_argument(
         "--summary-every", type=float, default=30.0, help="seconds between per-Trigger tables"
+    )
+    dev.add_argument(
+        "--no-console",
+        action="store_true",
+        help="no web console at /ui (nor the dispatcher's record of attempts it reads)",
     )
     dev.set_defaults(run=_dev)
 

@@ -107,9 +107,9 @@ class Ingress:
         except EventError as exc:
             # Whatever the reason, a request that is not a CloudEvent is the client's to fix.
             return _error(400, exc.error, exc.field)
-        if "traceparent" not in event:
-            # As Knative's broker does with tracing on: one trace id ties a causal chain
-            # together (functions copy it into what they emit).
+        if "traceparent" not in event and self.observe is not None:
+            # For the console, as Knative's broker does with tracing on: one trace id ties
+            # a causal chain together (functions copy it into what they emit).
             event["traceparent"] = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
         record = binding.record_from_event(event)
         try:

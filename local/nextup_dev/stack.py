@@ -92,6 +92,8 @@ class Options:
     quiet: bool = False
     concurrency: int = 16
     summary_every: float = 30.0
+    # The web console at /ui (and the dispatcher's ring of attempts it reads).
+    console: bool = True
 
 
 class _Server(uvicorn.Server):
@@ -179,7 +181,7 @@ class DevStack:
         # The console at /ui: fed one append per event; works only while a browser asks.
         from nextup_dev.console.api import Console
 
-        self.console = Console(self, free_port())
+        self.console = Console(self, free_port()) if options.console else None
         self.started = False  # every part came up (so there is something to sum up)
 
     # What flows
@@ -334,7 +336,8 @@ class DevStack:
 
         def mailed(path: Path) -> None:
             flow = Flow("mail", detail=f"kept in {path}")
-            self.console.mailed(path)
+            if self.console is not None:
+                self.console.mailed(path)
             loop.call_soon_threadsafe(self.on_flow, flow)
 
         self.mailbox = Mailbox(self.mail_dir, on_mail=mailed).start(free_port())
@@ -359,8 +362,8 @@ class DevStack:
             self.on_event_in,
             lambda: dict(self.parts),
             self.status,
-            observe=self.console.took,
-            routes=self.console.routes(),
+            observe=self.console.took if self.console is not None else None,
+            routes=self.console.routes() if self.console is not None else [],
         )
         self._servers.append(await serve_http(ingress.app, sock))
         self.ingress_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -426,9 +429,9 @@ class DevStack:
             self.bootstrap,
             "--concurrency",
             str(self.options.concurrency),
-            "--console-port",
-            str(self.console.dispatcher_port),
         ]
+        if self.console is not None:
+            argv += ["--console-port", str(self.console.dispatcher_port)]
         if self.options.eventing is not None:  # else it renders the same manifests itself
             argv += ["--eventing", str(self.options.eventing.resolve())]
         for name, url in self.routes.items():
@@ -539,7 +542,7 @@ class DevStack:
         return {
             "ingress": self.broker_url(eventing.brokers[0].namespace, eventing.brokers[0].name),
             "healthz": f"{self.ingress_url}/healthz",
-            "console": f"{self.ingress_url}/ui",
+            "console": f"{self.ingress_url}/ui" if self.console is not None else None,
             "kafka": self.bootstrap,
             "topics": [b.topic for b in eventing.brokers] + [s.topic for s in eventing.kafka_sinks],
             "store": self.store_url,
@@ -591,7 +594,8 @@ class DevStack:
             f"  mail            {self.mail_dir}/  (SMTP {state['smtp']})",
             f"  dead letters    {self.dead_dir}/",
             f"  logs            {self.logs}/",
-            f"  console         {state['console']}  (open it in a browser)",
+            f"  console         {state['console'] or 'off (--no-console)'}"
+            + ("  (open it in a browser)" if state["console"] else ""),
             "Send an event:    nextup emit todo.health.probe --data '{}'",
             "Ctrl-C stops everything.",
         ]

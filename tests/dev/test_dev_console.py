@@ -437,3 +437,32 @@ def test_the_consoles_actions_take_json_only(dev: DevStack) -> None:
         )
         assert answer.status_code == 415, (path, answer.text)
     assert dev.status()["events"]["ticks"] == before
+
+
+def test_without_the_console_events_flow_and_the_console_commands_say_why_they_cannot(
+    tmp_path: Path, capsys
+) -> None:
+    """`--no-console` (the benchmarks' baseline): no /ui, no stamped traceparent, no ring of
+    attempts in the dispatcher; events flow as before."""
+    eventing = quiet_clock(ROOT / "eventing" / "base", tmp_path / "eventing")
+    stack = DevStack(tmp_path / "run", "--quiet", "--no-console", eventing=eventing).start()
+    try:
+        assert stack.state()["console"] is None
+        assert httpx.get(stack.base + "/ui", timeout=10).status_code in (404, 405)
+        assert (
+            "--console-port"
+            not in Path(f"/proc/{stack.state()['pids']['dispatcher']}/cmdline").read_text()
+        )
+        user = f"plain-{uuid.uuid4().hex[:6]}"
+        create_and_complete(stack, user, "water", created=f"{user}-c", done=f"{user}-d")
+
+        def two():
+            with open_store(stack.store_url) as store:
+                return len(store.list_tasks(user)) == 2
+
+        wait_for(two, 60, "the next occurrence")
+        code, out = run_cli(stack, capsys, "ping", "health-canary")
+        assert code == 1
+        assert "no console (--no-console)" in out
+    finally:
+        stack.stop()
