@@ -409,7 +409,8 @@ def render(results: dict) -> str:
                 _cell(s["p99_ms"]),
                 _cell(s["max_ms"]),
                 f"{_cell(s['accept_p50_ms'])} / {_cell(s['accept_p99_ms'])}",
-                f"{s['retried']}/{s['dead_lettered']}/{s['dropped']}",
+                # `dead` in results recorded before the count was named `dead_lettered`.
+                f"{s['retried']}/{s.get('dead_lettered', s.get('dead'))}/{s['dropped']}",
             ]
         )
     lines += report.table(

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `bench` lives at the repository root, beside `tests`
     sys.path.insert(0, str(ROOT))
 
-from bench import coldstart, pipeline, profile, throughput  # noqa: E402
+from bench import coldstart, console, pipeline, profile, throughput  # noqa: E402
 from bench.__main__ import BENCHMARKS, render_document  # noqa: E402
 
 
@@ -87,3 +87,15 @@ def test_profile(tmp_path: Path) -> None:
         assert floor["samples"] > 0 and floor["categories"]
     text = render_document({"profile": results}, findings=tmp_path / "none.md")
     assert "### Imports before the port opens" in text
+
+
+def test_console(tmp_path: Path) -> None:
+    settings = {"rate": 20, "duration": 1.0, "rounds": 1, "warmup": 5}
+    results = console.run(settings=settings)
+    summary = results["summary"]
+    assert set(summary) == {"off", "on", "watched"}
+    for row in summary.values():
+        assert row["stored"] == row["posted"] == 20
+        assert row["cpu_ms"] > 0 and row["cpu_ratio"] > 0
+    assert summary["off"]["cpu_ratio"] == 1.0
+    assert "| on, a browser open |" in _renders("console", results, tmp_path)
