@@ -19,7 +19,8 @@ same manifests rendered from the declarations). One module per job:
 | `activator` | the proxy that starts a scaled-to-zero function on its first event |
 | `mailbox` | a local SMTP server keeping every message as an `.eml` file |
 | `deadletters` | mirrors the dead-letter topic into readable files |
-| `status` | what flows, per Trigger, for the terminal |
+| `status` | what flows, counted per Trigger (the board, `GET /status`), in one vocabulary |
+| `terminal` | what a person sees of it: which lines are shown, sampled or only logged, the banner |
 | `console` | the web console at `/ui`: timeline, dead letters and re-drive, state, clock |
 | `stack` | starts and stops all of the above: the body of `nextup dev` |
 | `render` | every file that follows from the function declarations (`eventing/base` too) |

@@ -28,14 +28,14 @@ import httpx
 import uvicorn
 
 from nextup.envelope import CloudEvent
-from nextup.events import REMINDER_FAILED, REMINDER_SENT
 from nextup_dev import deadletters, kafka, manifests, schedule
 from nextup_dev.activator import Activator
 from nextup_dev.fleet import FunctionInstance, function_env
 from nextup_dev.manifests import Destination, Eventing, PingSource
 from nextup_dev.ports import free_port
 from nextup_dev.processes import ManagedProcess, tcp_ready
-from nextup_dev.status import TRIGGER_COUNTS, Board, Flow, Sampler, Tally, describe
+from nextup_dev.status import TRIGGER_COUNTS, Board, Flow, Tally
+from nextup_dev.terminal import Terminal, reminder_news
 
 STATE_FILE = "dev.json"
 log = logging.getLogger("nextup.dev")
@@ -49,23 +49,6 @@ PARTS = (
     "dead-letter mirror",
     "ping sources",
 )
-# Printed even with --quiet: what a person must not miss.
-ALWAYS_SHOWN = {
-    "dead-lettered",
-    "dropped",
-    "unrouted",
-    "mirrored",
-    "cold",
-    "process",
-    "error",
-    "tick",
-    "failed",
-    "sent",
-}
-NEVER_SHOWN = {"matched", "ready"}
-# One line per event for these only while they come slowly (a first session reads them);
-# at hundreds a second the table and GET /status say more than a scrolling terminal.
-SAMPLED = {"posted", "emitted", "delivered", "reply"}
 
 
 def default_eventing_dir() -> Path | None:
@@ -136,22 +119,9 @@ def bind(port: int, what: str) -> socket.socket:
     return sock
 
 
-def reminder_news(event: CloudEvent) -> Flow | None:
-    """What a person wants to see of a reminder's announcement: a webhook it reached (a
-    mail shows as the mailbox keeping it), or why it failed for good."""
-    data = event.data if isinstance(event.data, dict) else {}
-    where = f"task {data.get('task_id')} of {data.get('user_id')}"
-    if event["type"] == REMINDER_FAILED:
-        return Flow("failed", detail=f"reminder of {where}: {data.get('error')}")
-    if event["type"] == REMINDER_SENT and data.get("channel") == "webhook":
-        return Flow("sent", detail=f"reminder of {where} by webhook")
-    return None
-
-
 class DevStack:
     def __init__(self, options: Options, out: TextIO = sys.stdout) -> None:
         self.options = options
-        self.out = out
         self.state_dir = options.state_dir.resolve()
         self.logs = self.state_dir / "logs"
         self.mail_dir = self.state_dir / "mail"
@@ -177,7 +147,7 @@ class DevStack:
         self._tasks: list[asyncio.Task[Any]] = []
         self._dispatcher_ready = asyncio.Event()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
-        self._sampler = Sampler()
+        self.terminal = Terminal(out, quiet=options.quiet)
         # The console at /ui: fed one append per event; works only while a browser asks.
         from nextup_dev.console.api import Console
 
@@ -187,28 +157,20 @@ class DevStack:
     # What flows
 
     def show(self, line: str, *, on_terminal: bool = True) -> None:
-        """A line for people: into .nextup/logs/nextup-dev.log always, onto the terminal
-        unless --quiet holds it back."""
-        log.info(line)
-        if on_terminal:
-            print(line, file=self.out, flush=True)
+        self.terminal.show(line, on_terminal=on_terminal)
 
     def on_flow(self, flow: Flow) -> None:
         self.board.record(flow)
         self.display(flow)
 
     def on_event_in(self, kind: str, event: CloudEvent, key: str | None) -> None:
-        """The ingress took an event: counted always, shown while events come slowly
-        (an unrouted one always: nothing will ever receive it)."""
+        """The ingress took an event: counted, and shown as the terminal sees fit."""
         detail = key and f"key={key}"
         if kind == "unrouted":
             detail = f"no Trigger matches it: nothing receives it (source {event['source']})"
         flow = Flow(kind, None, event["type"], event["id"], detail=detail)
         self.board.record(flow)
-        always = kind in ALWAYS_SHOWN
-        # A tick gets its line from the PingSource, with the answer it got.
-        if kind != "tick" and (always or self._sampler.allow()):
-            self.show(describe(flow), on_terminal=always or not self.options.quiet)
+        self.terminal.event_in(flow)
         news = reminder_news(event)
         if news is not None:
             self.on_flow(news)
@@ -218,17 +180,13 @@ class DevStack:
             self._dispatcher_ready.set()
         if flow.kind in ("process", "cold"):
             self.write_state()  # pids changed
-        if flow.kind in NEVER_SHOWN:
-            return
-        self.show(describe(flow), on_terminal=flow.kind in ALWAYS_SHOWN or not self.options.quiet)
+        self.terminal.happened(flow)
 
     def on_dispatcher_line(self, line: str) -> None:
         tally = Tally.decode(line)
         if tally is not None:
             self.board.add(tally)
-            hidden = int(str(tally.get("hidden") or 0)) + self._sampler.take_hidden()
-            if hidden and not self.options.quiet:
-                self.show(f"         ... {hidden} more not shown (GET /status for the counts)")
+            self.terminal.held_back(int(str(tally.get("hidden") or 0)))
             return
         flow = Flow.decode(line)
         if flow is None:
@@ -573,33 +531,23 @@ class DevStack:
     def banner(self, seconds: float) -> None:
         eventing = self.eventing
         assert eventing is not None
-        state = self.state()
-        kafka_kind = "external" if self.options.kafka else "tansu, in memory"
         functions = "  ".join(
             f"{name} {'(scaled to zero)' if self.options.scale_to_zero else url}"
             for name, url in self.routes.items()
         )
         pings = ", ".join(f"{p.name} '{p.schedule}' {p.timezone}" for p in eventing.ping_sources)
-        lines = [
-            f"nextup dev is up ({seconds:.1f} s)",
-            f"  broker ingress  {state['ingress']}  (POST CloudEvents; GET {state['healthz']})",
-            f"  kafka           {self.bootstrap} ({kafka_kind})",
-            f"  topics          {', '.join(state['topics'])}",
-            f"  functions       {functions}",
-            f"  triggers        {len(eventing.triggers)}, a consumer group each "
-            "(knative-trigger-<namespace>-<name>); GET /status for the counts",
-            f"  ping sources    {pings or '-'}",
-            f"  manifests       {self.options.eventing or manifests.RENDERED}",
-            f"  store           {self.store_name}",
-            f"  mail            {self.mail_dir}/  (SMTP {state['smtp']})",
-            f"  dead letters    {self.dead_dir}/",
-            f"  logs            {self.logs}/",
-            f"  console         {state['console'] or 'off (--no-console)'}"
-            + ("  (open it in a browser)" if state["console"] else ""),
-            "Send an event:    nextup emit todo.health.probe --data '{}'",
-            "Ctrl-C stops everything.",
-        ]
-        self.show("\n".join(lines))
+        self.terminal.banner(
+            seconds,
+            self.state(),
+            {
+                "kafka": "external" if self.options.kafka else "tansu, in memory",
+                "functions": functions,
+                "triggers": str(len(eventing.triggers)),
+                "pings": pings,
+                "manifests": str(self.options.eventing or manifests.RENDERED),
+                "store": self.store_name,
+            },
+        )
 
     # Running and stopping
 

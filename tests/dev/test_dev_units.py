@@ -468,3 +468,27 @@ def test_a_taken_port_is_one_clear_line_that_suggests_another_and_nothing_else(t
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     assert f"--port {port + 1}" in out.stderr and "make dev ARGS=" in out.stderr
     assert "trigger" not in out.stdout and "events onto the broker" not in out.stdout, out.stdout
+
+
+def test_the_terminal_shows_what_must_not_be_missed_even_quiet_and_logs_everything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import io
+    import logging
+
+    from nextup_dev.terminal import Terminal
+
+    out = io.StringIO()
+    terminal = Terminal(out, quiet=True)
+    with caplog.at_level(logging.INFO, logger="nextup.dev"):
+        terminal.happened(Flow("delivered", "t", "todo.task.created", "e1", 202))
+        terminal.happened(Flow("dead-lettered", "t", "todo.task.created", "e2", 400))
+        terminal.happened(Flow("matched", "t", "todo.task.created", "e3"))
+        terminal.event_in(Flow("posted", None, "todo.task.created", "e4"))
+        terminal.event_in(Flow("unrouted", None, "todo.nothing", "e5"))
+    shown = out.getvalue()
+    assert "e2" in shown and "e5" in shown  # failed for good; goes nowhere
+    assert "e1" not in shown and "e4" not in shown  # held back by --quiet
+    logged = caplog.text
+    assert all(f"e{n}" in logged for n in (1, 2, 4, 5))
+    assert "e3" not in logged  # a match is counted, never a line
