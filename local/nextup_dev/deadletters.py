@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import time
 from collections.abc import Callable
@@ -36,15 +37,24 @@ def _text(raw: bytes) -> Any:
 
 
 def document(
-    topic: str, partition: int, offset: int, headers, value: bytes, timestamp_ms: int | None = None
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+    headers,
+    value: bytes,
+    timestamp_ms: int | None = None,
 ) -> dict[str, Any]:
-    """What a person needs to see of one dead letter (`at`: when it was dead-lettered)."""
+    """What a person needs to see of one dead letter (`at`: when it was dead-lettered). An
+    error answer that is not base64 after all is shown as it came."""
     attributes = binding.attributes(headers)
     error: dict[str, Any] = {"destination": attributes.get(DEST), "status": None, "body": None}
     if attributes.get(CODE, "").isdigit():
         error["status"] = int(attributes[CODE])
     if attributes.get(DATA):
-        error["body"] = _text(base64.b64decode(attributes[DATA]))
+        try:
+            error["body"] = _text(base64.b64decode(attributes[DATA]))
+        except (binascii.Error, ValueError):
+            error["body"] = attributes[DATA]
     return {
         "at": None if timestamp_ms is None else timestamp_ms / 1000,
         "error": error,

@@ -10,7 +10,7 @@ import pytest
 
 from nextup.envelope import make_event, to_binary
 from nextup_dev.console import attempts
-from nextup_dev.console.redrive import Selection, event_of, parse_time, select
+from nextup_dev.console.redrive import Selection, event_of, newest_per_event, parse_time, select
 from nextup_dev.console.timeline import Query, Timeline, event_ref
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -196,6 +196,16 @@ def test_a_redriven_event_is_the_original_without_the_error_extensions() -> None
     assert not [name for name in attributes if name.startswith("knativeerror")]
     assert event.data == {"user_id": "ann"}
     assert event_of(LETTERS[0], {"fixed": True}).data == {"fixed": True}
+
+
+def test_an_event_dead_lettered_twice_is_redriven_once_its_newest_letter() -> None:
+    again = {**letter("a", status=503, at=400.0), "file": "a-again.json"}
+    newest_first = [again, *reversed(LETTERS)]
+    assert [x["file"] for x in newest_per_event(newest_first)] == [
+        "a-again.json",
+        "c.json",
+        "b.json",
+    ]
 
 
 def test_times_are_iso_8601_or_epoch_seconds() -> None:

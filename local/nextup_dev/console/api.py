@@ -30,7 +30,13 @@ from nextup_dev import deadletters, schedule
 from nextup_dev.binding import attributes as record_attributes
 from nextup_dev.binding import record_from_event
 from nextup_dev.console import attempts
-from nextup_dev.console.redrive import Selection, event_of, parse_time, select
+from nextup_dev.console.redrive import (
+    Selection,
+    event_of,
+    newest_per_event,
+    parse_time,
+    select,
+)
 from nextup_dev.console.timeline import LIMIT, Query, Timeline, event_ref
 from nextup_dev.delivery import backoff
 
@@ -254,11 +260,7 @@ class Console:
         if data is not None and len(letters) != 1:
             return _problem(400, "fixed data re-drives one dead letter: select it by its id")
         # The newest letter of an event only: the same event dead-lettered twice goes once.
-        unique: dict[tuple[str, str], dict[str, Any]] = {}
-        for letter in letters:
-            attrs = letter["attributes"]
-            unique.setdefault((attrs.get("source"), attrs.get("id")), letter)
-        plans = await asyncio.to_thread(self._plan, list(unique.values()), data)
+        plans = await asyncio.to_thread(self._plan, newest_per_event(letters), data)
         if not dry_run:
             for plan, (letter, event) in plans:
                 plan["posted"] = await self.stack.post_event(event, "console")

@@ -62,6 +62,16 @@ def select(letters: list[dict[str, Any]], selection: Selection) -> list[dict[str
     return [letter for letter in letters if selection.matches(letter)]
 
 
+def newest_per_event(letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first (in a newest-first list, the newest) letter of each event, by source and
+    id: the same event dead-lettered twice is re-driven once."""
+    unique: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for letter in letters:
+        attributes = letter.get("attributes", {})
+        unique.setdefault((attributes.get("source"), attributes.get("id")), letter)
+    return list(unique.values())
+
+
 def event_of(letter: dict[str, Any], data: Any = None) -> CloudEvent:
     """The event a dead letter carries, as it was sent; `data` replaces its data."""
     attributes = {
