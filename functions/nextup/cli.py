@@ -123,13 +123,17 @@ def _route(text: str) -> tuple[str, str]:
 LOCAL_RUNTIME = "nextup_dev.stack"
 
 
-def _dev(args: argparse.Namespace) -> int:
-    import asyncio
+# Dead letters read from kafka-console-consumer output (`--records`), and the one selection.
+LOCAL_RECORDS = "nextup_dev.console.records"
+LOCAL_SELECTION = "nextup_dev.console.redrive"
+
+
+def _local(name: str):
+    """A module of the local runtime, or None after saying how to install it."""
     import importlib
-    from pathlib import Path
 
     try:
-        stack = importlib.import_module(LOCAL_RUNTIME)
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name != "nextup_dev":
             raise
@@ -138,6 +142,15 @@ def _dev(args: argparse.Namespace) -> int:
             "`pip install ./local` from a checkout of nextup (`make dev` does)",
             file=sys.stderr,
         )
+        return None
+
+
+def _dev(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    stack = _local(LOCAL_RUNTIME)
+    if stack is None:
         return 2
 
     options = stack.Options(
@@ -272,11 +285,50 @@ def _when(at: float | None) -> str:
     return datetime.fromtimestamp(at).isoformat(timespec="seconds") if at else "-"
 
 
+_SELECTION_OPTIONS = ("id", "type", "since", "until", "status", "all")
+
+
+def _selection(args: argparse.Namespace, redrive):
+    """The Selection (of nextup_dev.console.redrive) the options name."""
+    return redrive.Selection(
+        id=args.id or "",
+        type=args.type or "",
+        status=args.status,
+        since=redrive.parse_time(args.since) if args.since else None,
+        until=redrive.parse_time(args.until) if args.until else None,
+        all=args.all,
+    )
+
+
+def _records(args: argparse.Namespace) -> list | None:
+    """The dead letters of kafka-console-consumer lines in --records FILE (`-`: stdin),
+    newest first; None after saying why there are none to read."""
+    records = _local(LOCAL_RECORDS)
+    if records is None:
+        return None
+    if args.records == "-":
+        return records.read(sys.stdin)
+    try:
+        with open(args.records, encoding="utf-8", errors="replace") as handle:
+            return records.read(handle)
+    except OSError as exc:
+        print(f"nextup: cannot read --records {args.records}: {exc.strerror}", file=sys.stderr)
+        return None
+
+
 def _deadletters_list(args: argparse.Namespace) -> int:
-    answer = _ask_dev(args, "/deadletters")
-    if answer is None:
+    if args.records is not None:
+        letters = _records(args)
+    else:
+        answer = _ask_dev(args, "/deadletters")
+        letters = None if answer is None else answer["letters"]
+    if letters is None:
         return 1
-    letters = answer["letters"]
+    if any(getattr(args, name) for name in _SELECTION_OPTIONS):
+        redrive = _local(LOCAL_SELECTION)
+        if redrive is None:
+            return 2
+        letters = redrive.select(letters, _selection(args, redrive))
     if args.json:
         print(json.dumps(letters, indent=2))
         return 0
@@ -296,6 +348,13 @@ def _deadletters_list(args: argparse.Namespace) -> int:
 
 
 def _deadletters_redrive(args: argparse.Namespace) -> int:
+    if (args.records is None) != (args.to is None):
+        print(
+            "nextup: --records FILE and --to URL go together: dead letters read from a "
+            "consumer's output are posted to the broker --to names",
+            file=sys.stderr,
+        )
+        return 2
     body: dict = {"dry_run": args.dry_run}
     for name in ("id", "type", "since", "until", "status"):
         if getattr(args, name):
@@ -308,6 +367,8 @@ def _deadletters_redrive(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"nextup: --data is not JSON: {exc}", file=sys.stderr)
             return 2
+    if args.records is not None:
+        return _redrive_records(args, body.get("data"))
     answer = _ask_dev(args, "/deadletters/redrive", body)
     if answer is None:
         return 1
@@ -323,6 +384,47 @@ def _deadletters_redrive(args: argparse.Namespace) -> int:
         head = "would re-drive" if answer["dry_run"] else f"re-driven ({plan.get('posted')})"
         print(f"{head}  {plan['type']} id={plan['id']}  to {targets or 'no Trigger'}; {receipt}")
     return 0
+
+
+def _redrive_records(args: argparse.Namespace, data) -> int:
+    """Re-drive dead letters read from consumer output: each chosen event POSTed to --to in
+    binary mode, without the knativeerror* extensions. No store here, so no receipt check."""
+    import httpx
+
+    redrive = _local(LOCAL_SELECTION)
+    if redrive is None:
+        return 2
+    letters = _records(args)
+    if letters is None:
+        return 1
+    chosen = redrive.newest_per_event(redrive.select(letters, _selection(args, redrive)))
+    if not chosen:
+        print("no dead letter matches")
+        return 1
+    if data is not None and len(chosen) != 1:
+        print("nextup: fixed data re-drives one dead letter: select it by its id", file=sys.stderr)
+        return 1
+    records = _local(LOCAL_RECORDS)
+    failed = 0
+    for letter in chosen:
+        headers, body = records.http_request(letter, data)
+        event = f"{letter['attributes'].get('type')} id={letter['attributes'].get('id')}"
+        if args.dry_run:
+            print(
+                f"would re-drive  {event}  to {args.to}; receipt not checked (--records "
+                "reads no store: a function that handled it answers it as a duplicate)"
+            )
+            continue
+        try:
+            response = httpx.post(args.to, headers=headers, content=body, timeout=args.timeout)
+        except httpx.TransportError as exc:
+            print(f"not re-driven ({type(exc).__name__})  {event}  to {args.to}: no answer")
+            failed += 1
+            continue
+        answer = f": {response.text[:300]}" if not response.is_success and response.text else ""
+        print(f"re-driven ({response.status_code})  {event}  to {args.to}{answer}")
+        failed += not response.is_success
+    return 1 if failed else 0
 
 
 def _ping(args: argparse.Namespace) -> int:
@@ -500,14 +602,31 @@ def parser() -> argparse.ArgumentParser:
 
     dead = commands.add_parser(
         "deadletters",
-        help="the running nextup dev's dead letters: list, re-drive",
+        help="the running nextup dev's dead letters, or a topic's read by "
+        "kafka-console-consumer (--records): list, re-drive",
         formatter_class=_Help,
     )
     dead_commands = _commands(dead, "deadletters commands")
+    records_help = (
+        "read the dead letters from FILE (- for stdin), lines of kafka-console-consumer.sh "
+        "--property print.headers=true --property headers.separator='|', instead of asking "
+        "the running nextup dev"
+    )
     dead_list = dead_commands.add_parser(
-        "list", help="every dead letter, newest first, with why it failed", formatter_class=_Help
+        "list",
+        help="every dead letter, newest first, with why it failed",
+        description="Every dead letter, newest first, with why it failed; the selection "
+        "options narrow the list.",
+        formatter_class=_Help,
     )
     dead_list.add_argument("--json", action="store_true", help="print a JSON array")
+    dead_list.add_argument("--id", help="only the dead letters of this event id")
+    dead_list.add_argument("--type", help="only those of this event type")
+    dead_list.add_argument("--since", help="only those dead-lettered since (ISO 8601)")
+    dead_list.add_argument("--all", action="store_true", help="all of them (as with none)")
+    dead_list.add_argument("--until", help="only those dead-lettered until (ISO 8601)")
+    dead_list.add_argument("--status", type=int, help="only those that failed with this status")
+    dead_list.add_argument("--records", metavar="FILE", help=records_help)
     _dev_client_options(dead_list)
     dead_list.set_defaults(run=_deadletters_list)
     redrive = dead_commands.add_parser(
@@ -515,7 +634,9 @@ def parser() -> argparse.ArgumentParser:
         help="post dead letters back onto the broker",
         description="Post the chosen dead letters' events back onto the broker, as first "
         "sent (same source and id). --dry-run shows where each would go and whether a "
-        "receipt says it was handled already.",
+        "receipt says it was handled already.\n\nWith --records FILE the dead letters are "
+        "read from a consumer's output (the kind cluster's topic, infra/kind/dead-letters.sh) "
+        "and posted to the broker at --to URL; there is no store to look for receipts in.",
         formatter_class=_Help,
     )
     which = redrive.add_mutually_exclusive_group(required=True)
@@ -527,6 +648,10 @@ def parser() -> argparse.ArgumentParser:
     redrive.add_argument("--status", type=int, help="and failed with this status code")
     redrive.add_argument("--data", help="fixed data (JSON) for the one chosen with --id")
     redrive.add_argument("--dry-run", action="store_true", help="show, send nothing")
+    redrive.add_argument("--records", metavar="FILE", help=records_help)
+    redrive.add_argument(
+        "--to", metavar="URL", help="the broker to post to (needed with --records, only then)"
+    )
     _dev_client_options(redrive)
     redrive.set_defaults(run=_deadletters_redrive)
 
