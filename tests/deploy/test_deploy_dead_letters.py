@@ -306,3 +306,27 @@ def test_the_script_hands_the_topic_to_the_same_commands() -> None:
     assert '"$NEXTUP" deadletters list --records - "$@"' in text
     assert '"$NEXTUP" deadletters redrive --records - \\\n' in text
     assert '--to "http://127.0.0.1:$PORT/$NAMESPACE/nextup" "$@"' in text
+
+
+def test_the_script_pipes_the_topic_into_the_command(tmp_path: Path) -> None:
+    """dead-letters.sh list with stand-ins for kind and kubectl (the consumer's output):
+    the user's options reach `nextup deadletters list --records -`."""
+    consumer = tmp_path / "consumer.txt"
+    consumer.write_text(line("e-1", at=AT) + line("e-2", "todo.task.completed", at=AT + 1000))
+    (tmp_path / "kind").write_text("#!/bin/sh\necho nextup\n")
+    (tmp_path / "kubectl").write_text(f"#!/bin/sh\ncat {consumer}\n")
+    for stand_in in ("kind", "kubectl"):
+        (tmp_path / stand_in).chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "list", "--json", "--type", "todo.task.completed"],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if not (ROOT / ".venv" / "bin" / "nextup").exists():
+        assert done.returncode == 1 and "make dev" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr
+    assert [row["attributes"]["id"] for row in json.loads(done.stdout)] == ["e-2"]
