@@ -316,6 +316,17 @@ def _records(args: argparse.Namespace) -> list | None:
         return None
 
 
+def _dead_letter_selection(parser: argparse.ArgumentParser, which) -> None:
+    """The options that choose dead letters, the same for `list` (all optional) and
+    `redrive` (`which`: one of the first four is required there)."""
+    which.add_argument("--id", help="the dead letters of this event id")
+    which.add_argument("--type", help="those of this event type")
+    which.add_argument("--since", help="those dead-lettered since (ISO 8601)")
+    which.add_argument("--all", action="store_true", help="all of them")
+    parser.add_argument("--until", help="and dead-lettered until (ISO 8601)")
+    parser.add_argument("--status", type=int, help="and failed with this status code")
+
+
 def _deadletters_list(args: argparse.Namespace) -> int:
     if args.records is not None:
         letters = _records(args)
@@ -620,12 +631,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=_Help,
     )
     dead_list.add_argument("--json", action="store_true", help="print a JSON array")
-    dead_list.add_argument("--id", help="only the dead letters of this event id")
-    dead_list.add_argument("--type", help="only those of this event type")
-    dead_list.add_argument("--since", help="only those dead-lettered since (ISO 8601)")
-    dead_list.add_argument("--all", action="store_true", help="all of them (as with none)")
-    dead_list.add_argument("--until", help="only those dead-lettered until (ISO 8601)")
-    dead_list.add_argument("--status", type=int, help="only those that failed with this status")
+    _dead_letter_selection(dead_list, dead_list)
     dead_list.add_argument("--records", metavar="FILE", help=records_help)
     _dev_client_options(dead_list)
     dead_list.set_defaults(run=_deadletters_list)
@@ -639,13 +645,7 @@ def parser() -> argparse.ArgumentParser:
         "and posted to the broker at --to URL; there is no store to look for receipts in.",
         formatter_class=_Help,
     )
-    which = redrive.add_mutually_exclusive_group(required=True)
-    which.add_argument("--id", help="the dead letter of this event id")
-    which.add_argument("--type", help="every dead letter of this event type")
-    which.add_argument("--since", help="every one dead-lettered since (ISO 8601)")
-    which.add_argument("--all", action="store_true", help="every dead letter")
-    redrive.add_argument("--until", help="and dead-lettered until (ISO 8601)")
-    redrive.add_argument("--status", type=int, help="and failed with this status code")
+    _dead_letter_selection(redrive, redrive.add_mutually_exclusive_group(required=True))
     redrive.add_argument("--data", help="fixed data (JSON) for the one chosen with --id")
     redrive.add_argument("--dry-run", action="store_true", help="show, send nothing")
     redrive.add_argument("--records", metavar="FILE", help=records_help)
