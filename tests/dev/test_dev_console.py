@@ -86,6 +86,16 @@ def create_and_complete(dev: DevStack, user: str, task: str, *, created: str, do
     )
 
 
+def wait_for_next_occurrence(dev: DevStack, user: str) -> None:
+    """Until the user's one task and its next occurrence are both stored."""
+
+    def two() -> bool:
+        with open_store(dev.store_url) as store:
+            return len(store.list_tasks(user)) == 2
+
+    wait_for(two, 60, "the next occurrence")
+
+
 def test_the_timeline_shows_a_completion_down_to_the_next_occurrence(
     dev: DevStack, page: Page
 ) -> None:
@@ -233,12 +243,7 @@ def test_a_users_state_shows_each_series_with_its_occurrences_and_next_due(
 ) -> None:
     user = f"state-{uuid.uuid4().hex[:6]}"
     create_and_complete(dev, user, "plant", created=f"{user}-c", done=f"{user}-d")
-
-    def two():
-        with open_store(dev.store_url) as store:
-            return len(store.list_tasks(user)) == 2
-
-    wait_for(two, 60, "the next occurrence")
+    wait_for_next_occurrence(dev, user)
     page.goto(dev.base + "/ui#state")
     page.fill("input[name=user]", user)
     page.press("input[name=user]", "Enter")
@@ -455,12 +460,7 @@ def test_without_the_console_events_flow_and_the_console_commands_say_why_they_c
         )
         user = f"plain-{uuid.uuid4().hex[:6]}"
         create_and_complete(stack, user, "water", created=f"{user}-c", done=f"{user}-d")
-
-        def two():
-            with open_store(stack.store_url) as store:
-                return len(store.list_tasks(user)) == 2
-
-        wait_for(two, 60, "the next occurrence")
+        wait_for_next_occurrence(stack, user)
         code, out = run_cli(stack, capsys, "ping", "health-canary")
         assert code == 1
         assert "no console (--no-console)" in out
