@@ -319,7 +319,8 @@ def test_every_retry_stops_at_the_events_deadline():
         return elapsed
 
     elapsed = asyncio.run(within(0.3))
-    assert elapsed < 0.3 + 0.2, "stopped at the deadline, not the 60 s budget"
+    # Well past 0.3 s is still far from 60: a loaded machine's scheduling, not the budget.
+    assert elapsed < 0.3 + 3.0, "stopped at the deadline, not the 60 s budget"
     assert calls > 1, "retried until then"
     assert resilience.deadline() is None, "the deadline ends with its block"
 
@@ -333,7 +334,7 @@ def test_an_attempt_is_cut_at_the_deadline_and_none_starts_after_it():
             started = time.monotonic()
             with pytest.raises(Unavailable):
                 await call(hang, breaker=None, policy=RetryPolicy(budget=60), transient=())
-            assert time.monotonic() - started < 0.2 + 0.2
+            assert time.monotonic() - started < 0.2 + 3.0  # not the 60 s budget
             # Past it: refused at once, the dependency never called.
             with pytest.raises(DeadlineExceeded) as caught:
                 await call(hang, breaker=None, policy=RetryPolicy(), name="sink")
