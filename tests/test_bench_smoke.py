@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `bench` lives at the repository root, beside `tests`
     sys.path.insert(0, str(ROOT))
 
-from bench import coldstart, console, pipeline, profile, throughput  # noqa: E402
+from bench import coldstart, console, pipeline, profile, storecalls, throughput  # noqa: E402
 from bench.__main__ import BENCHMARKS, render_document  # noqa: E402
 
 
@@ -99,3 +99,17 @@ def test_console(tmp_path: Path) -> None:
         assert row["cpu_ms"] > 0 and row["cpu_ratio"] > 0
     assert summary["off"]["cpu_ratio"] == 1.0
     assert "| on, a browser open |" in _renders("console", results, tmp_path)
+
+
+def test_storecalls(tmp_path: Path) -> None:
+    results = storecalls.run(events=1)
+    summary = results["summary"]
+    for case in ("todo.task.created", "todo.task.completed", "todo.occurrence.requested"):
+        assert summary[case]["calls"] == sum(summary[case]["operations"].values()) > 0
+    # A redelivery is answered from its receipt: it reads, it never writes.
+    assert "TransactWriteItems" not in summary["todo.task.completed, redelivered"]["operations"]
+    cycle = summary["a recurring cycle (completed + occurrence)"]
+    assert cycle["calls"] == pytest.approx(
+        summary["todo.task.completed"]["calls"] + summary["todo.occurrence.requested"]["calls"]
+    )
+    assert "| todo.task.created |" in _renders("storecalls", results, tmp_path)
