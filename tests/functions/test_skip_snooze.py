@@ -194,3 +194,28 @@ def test_a_snooze_of_a_closed_task_changes_nothing(stack, user):
     response = stack.post("schedule-next", *snooze)
     assert response.status_code == 202 and response.json()["outcome"] == "noop"
     assert stored(stack, user) == before
+
+
+def test_a_snooze_id_reused_with_other_data_is_refused_and_the_first_snooze_stands(stack, user):
+    create(stack, daily(user))
+    first = cloud_event(
+        "todo.reminder.snoozed",
+        {"user_id": user, "task_id": f"{user}.t", "for": "PT10M"},
+        id_=f"{user}-z",
+        time="2026-11-23T07:45:00Z",
+    )
+    assert stack.post("schedule-next", *first).status_code == 202
+    before = stored(stack, user)
+    other = cloud_event(
+        "todo.reminder.snoozed",
+        {"user_id": user, "task_id": f"{user}.t", "for": "P30D"},
+        id_=f"{user}-z",
+        time="2026-11-23T07:45:00Z",
+    )
+    response = stack.post("schedule-next", *other)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]
+    assert stored(stack, user) == before
+    assert stack.store.get_reminder(user, f"{user}.t").remind_at == datetime(
+        2026, 11, 23, 7, 55, tzinfo=UTC
+    )
