@@ -427,12 +427,10 @@ def test_out_of_order_updates_end_with_the_newest(fs, minutes, shown, order):
     ]
     arrival = list(range(len(updates)))
     order.shuffle(arrival)
-    # The model: the newest (time, key) applied so far; an older one changes nothing.
-    newest = (BASE, key_of(created_id), "created")
-    expected, answered = {}, {}
-    for i in arrival:
-        u = updates[i]
-        answer = post(
+
+    def send(u: dict):
+        """Update `u` delivered, stamped with its own time as its producer shows it."""
+        return post(
             fs,
             "schedule-next",
             "todo.task.updated",
@@ -440,6 +438,13 @@ def test_out_of_order_updates_end_with_the_newest(fs, minutes, shown, order):
             id_=u["id"],
             time=rfc3339(u["at"], u["shown"]),
         )
+
+    # The model: the newest (time, key) applied so far; an older one changes nothing.
+    newest = (BASE, key_of(created_id), "created")
+    expected, answered = {}, {}
+    for i in arrival:
+        u = updates[i]
+        answer = send(u)
         assert answer.status_code == 202, answer.text
         answered[i] = answer.json()["outcome"]
         candidate = (u["at"], key_of(u["id"]), u["title"])
@@ -461,14 +466,7 @@ def test_out_of_order_updates_end_with_the_newest(fs, minutes, shown, order):
     order.shuffle(arrival)
     for i in arrival:
         u = updates[i]
-        again = post(
-            fs,
-            "schedule-next",
-            "todo.task.updated",
-            {"user_id": user, "task_id": task, "title": u["title"]},
-            id_=u["id"],
-            time=rfc3339(u["at"], u["shown"]),
-        )
+        again = send(u)
         assert again.status_code == 202 and again.json()["outcome"] == answered[i]
     assert tasks_of(fs, user) == [stored]
 
