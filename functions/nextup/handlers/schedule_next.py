@@ -181,7 +181,7 @@ def _snoozed(ctx: Context) -> Prepared:
                 field="data.task_id",
             )
         until = localize(data.until, task.zone()) or sent_at(ctx) + data.for_
-        if until.year > MAX_YEAR:
+        if until.year > MAX_YEAR:  # only `for` can reach past it: `until` is bounded by its type
             raise BadRequest(f"a reminder cannot go out after {MAX_YEAR}", field="data.for")
         moved = reminders.snooze(reminder, until=until, event_key=ctx.key)
         if moved is None:
