@@ -255,6 +255,23 @@ def test_a_users_state_shows_each_series_with_its_occurrences_and_next_due(
     expect(series.locator(".next-due")).to_have_text("2026-11-24T09:00:00+01:00")
 
 
+def test_a_live_redraw_keeps_a_value_typed_and_left_before_enter(dev: DevStack, page: Page) -> None:
+    """A slow machine (or a person) pauses between typing and Enter: the live redraw that
+    comes in that pause must hand back the field with what was typed, not an empty one."""
+    page.goto(dev.base + "/ui#state")
+    field = page.locator("input[name=user]")
+    field.fill("someone-typed")
+    # Past the console's "still typing" window, so the redraw is not held back.
+    page.wait_for_function("Date.now() - lastEdit > QUIET_MS")
+    newcomer = f"late-{uuid.uuid4().hex[:6]}"
+    post(dev, "todo.task.created", daily(newcomer, "water"), f"{newcomer}-c")
+    expect(page.locator(f"#state a[href='#state/{newcomer}']")).to_have_count(1, timeout=SLOW)
+    expect(field).to_have_value("someone-typed")
+    expect(field).to_be_focused()
+    field.press("Enter")
+    expect(page).to_have_url(dev.base + "/ui#state/someone-typed")
+
+
 def test_functions_and_sending_from_the_catalog(dev: DevStack, page: Page) -> None:
     page.goto(dev.base + "/ui#functions")
     card = page.locator(".function[data-name='schedule-next']")

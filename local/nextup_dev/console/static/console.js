@@ -48,9 +48,7 @@ main.addEventListener("input", () => { lastEdit = Date.now(); });
 main.addEventListener("keydown", () => { lastEdit = Date.now(); });
 
 function typing() {
-  const el = document.activeElement;
-  return el && main.contains(el) && ["TEXTAREA", "INPUT", "SELECT"].includes(el.tagName)
-    && Date.now() - lastEdit < QUIET_MS;
+  return focusedField() !== null && Date.now() - lastEdit < QUIET_MS;
 }
 
 // A live change that came while someone typed is drawn once they pause, not dropped.
@@ -63,9 +61,16 @@ function liveRedraw() {
   }
 }
 
-// The page anew, keeping the field being typed into as it was (value, cursor, focus).
+// The page anew, keeping the focused field as it was (value, cursor, focus). Focus, not
+// `typing()`: a value typed and left for a while (or a slow machine between a keystroke and
+// Enter) is still what the person means, and a redraw must not hand them an empty field.
+function focusedField() {
+  const el = document.activeElement;
+  return el && main.contains(el) && ["TEXTAREA", "INPUT", "SELECT"].includes(el.tagName) ? el : null;
+}
+
 function replace(content) {
-  const el = typing() ? document.activeElement : null;
+  const el = focusedField();
   const kept = el && el.name ? {name: el.name, value: el.value, from: el.selectionStart,
     to: el.selectionEnd} : null;
   main.replaceChildren(content);
