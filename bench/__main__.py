@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.render:
+        from bench.procs import precompile
+
+        precompile()  # every process starts as a deployed one does: from bytecode
     for name in [] if args.render else args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         print(f"bench: running {name}{' (quick)' if args.quick else ''}", file=sys.stderr)

@@ -126,15 +126,23 @@ class RecurrenceSpec(Model):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _phrase(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> RecurrenceSpec:
+    def _phrase(
+        cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> RecurrenceSpec:
         # "every! 3 days until 2027-06-30": the RRULE goes to `rule`, the mode and end to
         # the fields the producer left out; a field it did set must agree with the phrase.
+        # A stored rule is the RRULE a phrase was turned into when it was written: reading
+        # it back neither translates nor parses it (that would load the whole engine on
+        # every read, and on the first event of functions that never compute a date).
+        # A RecurrenceSpec passed on as it is (not a dict) was checked when it was made.
+        rule = data.get("rule") if isinstance(data, dict) else None
+        if _stored(info) or not isinstance(rule, str):
+            return handler(data)
         from nextup.recurrence import RuleError
         from nextup.recurrence.phrases import translate
 
-        rule = data.get("rule") if isinstance(data, dict) else None
         try:
-            phrase = translate(rule) if isinstance(rule, str) else None
+            phrase = translate(rule)
         except RuleError:
             phrase = None  # `_valid_rule` reports it, at the rule's own field
         if phrase is None:
@@ -149,7 +157,9 @@ class RecurrenceSpec(Model):
 
     @field_validator("rule")
     @classmethod
-    def _valid_rule(cls, rule: str) -> str:
+    def _valid_rule(cls, rule: str, info: ValidationInfo) -> str:
+        if _stored(info):
+            return rule  # checked when it was written (see `_phrase`)
         from nextup.recurrence.syntax import parse_rule  # the engine, on first use
 
         parse_rule(rule)
