@@ -19,6 +19,7 @@ from typing import Any
 from cloudevents.conversion import to_structured as _sdk_to_structured
 from cloudevents.http import CloudEvent
 
+from nextup import jsontext
 from nextup.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
@@ -287,10 +288,6 @@ def make_event(
     return CloudEvent(attributes, data)
 
 
-def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     """HTTP binary mode: attributes as ce-* headers, the JSON data as the body."""
     headers = {"content-type": "application/json"}
@@ -302,7 +299,7 @@ def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     data = event.data
     if data is None:
         return headers, b""
-    return headers, data if isinstance(data, (bytes, bytearray)) else _dumps(data)
+    return headers, data if isinstance(data, (bytes, bytearray)) else jsontext.dumps(data)
 
 
 def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:

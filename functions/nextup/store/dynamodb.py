@@ -17,7 +17,6 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import itertools
-import json
 import os
 import re
 import zlib
@@ -41,6 +40,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.loaders import create_loader
 
+from nextup import jsontext
 from nextup.dependencies import STORE
 from nextup.store.errors import (
     CommitConflict,
@@ -184,7 +184,7 @@ def _to_attributes(item: Item, shards: int) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "pk": {"S": item.pk},
         "sk": {"S": item.sk},
-        "data": {"S": json.dumps(item.data, separators=(",", ":"))},
+        "data": {"S": jsontext.dumps_text(item.data)},
         "version": {"N": str(item.version)},
     }
     if item.due is not None:
@@ -201,7 +201,7 @@ def _from_attributes(attributes: dict[str, Any]) -> Item:
     return Item(
         attributes["pk"]["S"],
         attributes["sk"]["S"],
-        json.loads(attributes["data"]["S"]),
+        jsontext.loads(attributes["data"]["S"]),
         int(attributes["version"]["N"]),
         due=due["S"] if due else None,
         expires_at=int(expires_at["N"]) if expires_at else None,

@@ -15,7 +15,6 @@ a relative path read from another directory is another store.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from nextup import jsontext
 from nextup.store.errors import (
     CommitConflict,
     InvalidCursor,
@@ -55,7 +55,7 @@ SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN = 5, 6, 14
 
 def _row(row: tuple) -> Item:
     pk, sk, data, version, due, expires_at = row
-    return Item(pk, sk, json.loads(data), version, due=due, expires_at=expires_at)
+    return Item(pk, sk, jsontext.loads(data), version, due=due, expires_at=expires_at)
 
 
 def _prefix_end(prefix: str) -> str:
@@ -242,7 +242,7 @@ class SqliteBackend:
         values = (
             item.pk,
             item.sk,
-            json.dumps(item.data, separators=(",", ":")),
+            jsontext.dumps_text(item.data),
             item.version,
             item.due,
             item.expires_at,
