@@ -120,11 +120,58 @@ def test_a_skipped_one_off_task_asks_for_no_next_occurrence():
 )
 def test_upcoming_lists_what_the_rule_gives_after_the_task(rule, count):
     current = task(rule)
-    found = tasks.upcoming(current, event_key="k", count=count)
+    found = tasks.upcoming(current, count=count)
     start = current.series_start.replace(tzinfo=None)
     after = (dt for dt in rrulestr(rule, dtstart=start) if dt > start)  # after the task's own
     reference = [dt.replace(tzinfo=BERLIN) for dt in itertools.islice(after, count)]
     assert found == reference
+
+
+def upcoming_step_by_step(current: tasks.Task, count: int) -> list[datetime]:
+    """The definition `upcoming` keeps: each next occurrence made as schedule-next makes
+    it, from the one before completed when it was due."""
+    found: list[datetime] = []
+    while len(found) < count:
+        done = current.model_copy(
+            update={"status": TaskStatus.COMPLETED, "completed_at": current.due_at}
+        )
+        nxt = tasks.next_occurrence(tasks.occurrence_request(done), event_key="k")
+        if nxt is None:
+            break
+        found.append(nxt.due_at)
+        current = nxt
+    return found
+
+
+@given(
+    rule=st.sampled_from(
+        [
+            "FREQ=DAILY",
+            "FREQ=DAILY;INTERVAL=3",
+            "FREQ=WEEKLY;BYDAY=MO,WE,FR;BYHOUR=9,18;BYMINUTE=30",
+            "FREQ=MONTHLY;BYDAY=-1FR",
+            "FREQ=MONTHLY;BYMONTHDAY=31;COUNT=4",
+            "FREQ=HOURLY;INTERVAL=7",
+            "FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU",
+        ]
+    ),
+    mode=st.sampled_from(["schedule", "completion"]),
+    zone=st.sampled_from([{"timezone": "Europe/Berlin"}, {"timezone": "Pacific/Chatham"}, {}]),
+    due=st.sampled_from(["2026-03-28T07:00:00", "2026-10-24T23:30:00+02:00", "2027-01-31T12:00:00Z"]),
+    until=st.sampled_from([None, "2026-12-31", "2027-04-01T00:00:00Z"]),
+    count=st.integers(min_value=0, max_value=5),
+)
+def test_upcoming_is_next_occurrence_step_by_step(rule, mode, zone, due, until, count):
+    fields = TaskFields.model_validate(
+        {
+            "title": "Stretch",
+            "due_at": due,
+            "recurrence": {"rule": rule, "mode": mode, "until": until},
+            **zone,
+        }
+    )
+    current = tasks.register("u1", "t1", fields, event_key="k-created")
+    assert tasks.upcoming(current, count=count) == upcoming_step_by_step(current, count)
 
 
 def reminder_of(t: tasks.Task) -> reminders.Reminder:

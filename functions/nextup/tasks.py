@@ -300,20 +300,9 @@ def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | N
     series_start = (
         localize(request.series_start, tz).astimezone(tz) if request.series_start else due_at
     )
-    from nextup.recurrence.due import next_due  # the engine: schedule-next only
-
     spec = request.recurrence
-    nxt = next_due(
-        spec.rule,
-        series_start=series_start,
-        due_at=due_at,
-        completed_at=completed_at,
-        mode=spec.mode,
-        until=localize(spec.until, tz),
-        count=spec.count,
-        index=request.occurrence,
-    )
-    if nxt is None or nxt.year > MAX_YEAR:
+    nxt = _following(spec, tz, series_start, due_at, completed_at, request.occurrence)
+    if nxt is None:
         return None
     return Task(
         user_id=request.user_id,
@@ -332,23 +321,55 @@ def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | N
     )
 
 
+def _following(
+    spec: RecurrenceSpec,
+    tz: tzinfo,
+    series_start: datetime,
+    due_at: datetime,
+    completed_at: datetime,
+    index: int,
+) -> datetime | None:
+    """The due time after occurrence `index` (due `due_at`, done `completed_at`), times
+    already in the series' zone; None past the series' end or `MAX_YEAR`."""
+    from nextup.recurrence.due import next_due  # the engine: schedule-next only
+
+    nxt = next_due(
+        spec.rule,
+        series_start=series_start,
+        due_at=due_at,
+        completed_at=completed_at,
+        mode=spec.mode,
+        until=localize(spec.until, tz),
+        count=spec.count,
+        index=index,
+    )
+    return None if nxt is None or nxt.year > MAX_YEAR else nxt
+
+
 UPCOMING = 3  # how many due times after a new occurrence `todo.task.scheduled` lists
 
 
-def upcoming(task: Task, *, event_key: str, count: int = UPCOMING) -> list[datetime]:
+def upcoming(task: Task, *, count: int = UPCOMING) -> list[datetime]:
     """The due times of the occurrences after `task`, if each is done when it is due
     (what a user sees coming; in completion mode, a projection), fewer when the series
-    ends."""
+    ends. The same times as `next_occurrence` gives step by step, without building the
+    tasks in between (they were a sixth of schedule-next's CPU)."""
+    done = task.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": task.due_at})
+    request = occurrence_request(done) if task.due_at is not None else None
+    if request is None:
+        return []
+    assert request.due_at is not None and request.recurrence is not None
+    tz = request_zone(request)
+    due_at = localize(request.due_at, tz).astimezone(tz)
+    series_start = (
+        localize(request.series_start, tz).astimezone(tz) if request.series_start else due_at
+    )
     found: list[datetime] = []
-    current = task
-    while len(found) < count and current.recurrence is not None and current.due_at is not None:
-        done = current.model_copy(
-            update={"status": TaskStatus.COMPLETED, "completed_at": current.due_at}
-        )
-        request = occurrence_request(done)
-        nxt = next_occurrence(request, event_key=event_key) if request is not None else None
+    index = request.occurrence
+    while len(found) < count:
+        nxt = _following(request.recurrence, tz, series_start, due_at, due_at, index)
         if nxt is None:
             break
-        found.append(nxt.due_at)
-        current = nxt
+        found.append(nxt)
+        due_at, index = nxt, index + 1
     return found

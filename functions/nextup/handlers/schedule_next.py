@@ -152,7 +152,7 @@ def _occurrence(ctx: Context) -> Prepared:
             due_at=task.due_at,
             timezone=task.timezone,
             remind_at=reminder.remind_at if reminder else None,
-            upcoming=tasks.upcoming(task, event_key=ctx.key),
+            upcoming=tasks.upcoming(task),
         )
         event = emitted(ctx, TASK_SCHEDULED, scheduled, purpose="scheduled", subject=task.task_id)
         return Decision(
