@@ -13,8 +13,9 @@ event is delivered by a process of its own that ends with `os._exit` at one poin
 path (`crash_zygote.py`; the functions' code is untouched, the wrapper replaces the
 backend of the Store their `Services` opened):
 
-- before each store call, after the last, and (sink mode) after the commit, before the
-  events are sent;
+- before and after each store call: after the read and before the commit is where the
+  todo app's API is told of a new occurrence (backend mode, occurrence requested), after
+  the commit and before the marking commit where the events go to the sink (sink mode);
 - inside each call: SQLite, as each statement of the call begins (BEGIN IMMEDIATE, every
   conditional write, COMMIT); DynamoDB, after each request reached moto and moto answered,
   before the client has read the answer (a proxy in the crashing process, between its
@@ -271,13 +272,11 @@ def stores(kind: str, tmp_path: Path):
 
 def crash_points(kind: str, calls: list[str], steps: list[list[str]]) -> list[list]:
     """Before and after each store call (after one and before the next differ where
-    something happens in between: the events sent to the sink), and inside each call at
-    each of its statements (SQLite: the first is the call's beginning) or requests
-    (DynamoDB)."""
+    something happens in between: the todo app's API told of a new occurrence, the events
+    sent to the sink), and inside each call at each of its statements (SQLite: the first
+    is the call's beginning) or requests (DynamoDB)."""
     points: list[list] = [["before", i] for i in range(len(calls))]
-    # After the load (call 0) only the pure decision runs before the commit: "after 0" is
-    # "before 1".
-    points += [["after", i] for i in range(1, len(calls))]
+    points += [["after", i] for i in range(len(calls))]
     for i, inside in enumerate(steps):
         first = 1 if kind == SQLITE else 0
         points += [["during", i, j] for j in range(first, len(inside))]
@@ -285,7 +284,8 @@ def crash_points(kind: str, calls: list[str], steps: list[list[str]]) -> list[li
 
 
 @pytest.fixture(scope="module")
-def sink():
+def peer():
+    """The sink (K_SINK, path /sink) and the todo app's API (/api/tasks): one recorder."""
     recorder = HttpRecorder().start()
     try:
         yield recorder
@@ -294,19 +294,31 @@ def sink():
 
 
 EMITTING = ("completed", "skipped", "occurrence")
-RUNS = [(name, "reply") for name in CASES] + [(name, "sink") for name in EMITTING]
+RUNS = [
+    *((name, "reply") for name in CASES),
+    *((name, "sink") for name in EMITTING),
+    ("occurrence", "backend"),
+]
+
+
+def posted(peer: HttpRecorder, path: str, since: int) -> list:
+    return [r for r in peer.requests[since:] if r.path == path]
 
 
 @pytest.mark.parametrize(("name", "mode"), RUNS, ids=[f"{n}-{m}" for n, m in RUNS])
 def test_a_crash_at_any_step_leaves_nothing_or_everything_and_the_redelivery_does_it_once(
-    zygote: Zygote, sink: HttpRecorder, stores: Stores, kind: str, name: str, mode: str
+    zygote: Zygote, peer: HttpRecorder, stores: Stores, kind: str, name: str, mode: str
 ) -> None:
     """`reply`: without K_SINK, the emitted event is the answer (one read, one commit).
     `sink`: the events go to K_SINK after the commit, and a second commit marks them out
-    (the receipt is the outbox): a crash before they are marked sends them again."""
+    (the receipt is the outbox): a crash before they are marked sends them again.
+    `backend`: a new occurrence is posted to the todo app's API (idempotency key) after
+    the read and before the commit: a crash in between posts it again, under that key."""
     case = CASES[name]
     if mode == "sink":
-        stores.env["K_SINK"] = sink.url
+        stores.env["K_SINK"] = f"{peer.url}/sink"
+    elif mode == "backend":
+        stores.env["NEXTUP_BACKEND_URL"] = peer.url
     headers, body = event(case.type, case.data, f"{name}-1")
     key = event_key(parse_http(headers, body.encode()))
     deliveries = [*case.seeds, (case.function, headers, body)]
@@ -317,6 +329,7 @@ def test_a_crash_at_any_step_leaves_nothing_or_everything_and_the_redelivery_doe
         code, _ = zygote.run(url, stores.env, list(case.seeds), None)
         assert code == 0
     before = stores.snapshot(url, key)
+    first = len(peer.requests)
     code, seen = zygote.run(url, stores.env, [(case.function, headers, body)], None)
     assert code == 0 and seen is not None
     answer = seen["answers"][-1]
@@ -331,11 +344,12 @@ def test_a_crash_at_any_step_leaves_nothing_or_everything_and_the_redelivery_doe
         assert seen["calls"] == ["get_many", "commit", "commit"], "read, commit, mark sent"
     else:
         assert seen["calls"] == ["get_many", "commit"], "one read, one commit"
+    [told] = posted(peer, "/api/tasks", first) if mode == "backend" else [None]
 
     outcomes: dict[str, list] = {"nothing": [], "everything": []}
     for point in crash_points(kind, seen["calls"], seen["steps"]):
         url = stores.fresh()
-        first = len(sink.requests)
+        first = len(peer.requests)
         code, _ = zygote.run(url, stores.env, deliveries, point)
         assert code == CRASH, (point, code)
         crashed = stores.snapshot(url, key)
@@ -345,7 +359,7 @@ def test_a_crash_at_any_step_leaves_nothing_or_everything_and_the_redelivery_doe
         else:
             assert state == snapshot_of(after), (point, "a part of the unit", state, after)
             outcomes["everything"].append(point)
-        sent = len(sink.requests)
+        sent = len(peer.requests)
         code, again = zygote.run(url, stores.env, [(case.function, headers, body)], None)
         assert code == 0 and again is not None
         assert again["answers"][-1] == answer, (point, again["answers"][-1], answer)
@@ -353,11 +367,21 @@ def test_a_crash_at_any_step_leaves_nothing_or_everything_and_the_redelivery_doe
         if mode == "sink":
             # Out at least once, always under the one id; sent again by the redelivery
             # unless the crashed delivery had marked them out.
-            out = [r.headers.get("ce-id") for r in sink.requests[first:]]
-            again_sent = [r.headers.get("ce-id") for r in sink.requests[sent:]]
+            out = [r.headers.get("ce-id") for r in posted(peer, "/sink", first)]
+            again_sent = [r.headers.get("ce-id") for r in posted(peer, "/sink", sent)]
             assert out and set(out) == set(emitted), (point, out)
             marked = crashed["receipt"] is not None and not crashed["receipt"]["unsent"]
             assert again_sent == ([] if marked else emitted), (point, again_sent)
+        if mode == "backend":
+            # Told at least once, always the same task under the same key; told again by
+            # the redelivery exactly when nothing was committed.
+            told_all = posted(peer, "/api/tasks", first)
+            told_again = posted(peer, "/api/tasks", sent)
+            assert told_all, point
+            for request in told_all:
+                assert request.headers["idempotency-key"] == told.headers["idempotency-key"]
+                assert request.json() == told.json(), point
+            assert len(told_again) == (1 if crashed["receipt"] is None else 0), point
     # The crashes fell on both sides of the commit, and where they must.
     assert ["before", 1] in outcomes["nothing"] and ["after", 1] in outcomes["everything"]
     if kind == SQLITE:
