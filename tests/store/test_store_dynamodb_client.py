@@ -307,6 +307,10 @@ def test_the_client_follows_the_environment(aws_env: pytest.MonkeyPatch, tmp_pat
             env.setenv(CLIENT_SETTING, "light")
             with pytest.raises(ValueError, match=f"{name} is set"):
                 make_client()
+    with pytest.MonkeyPatch.context() as env:  # a proxy the endpoint bypasses is no proxy
+        env.setenv("HTTPS_PROXY", "http://proxy:3128")
+        env.setenv("NO_PROXY", "localhost,.amazonaws.com.cn")
+        assert isinstance(make_client(), DynamoJsonClient)
     (tmp_path / "aws-config").write_text("[default]\nregion = eu-west-1\n")
     assert not isinstance(make_client(), DynamoJsonClient)  # a config file: boto3's
     aws_env.setenv(CLIENT_SETTING, "boto3 ")

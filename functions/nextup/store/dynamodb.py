@@ -16,7 +16,7 @@ Which client (`make_client`, setting ``NEXTUP_DYNAMODB_CLIENT``): ``auto`` (the 
 takes the light client when the environment alone says everything botocore would read
 (static credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or none on a loopback
 endpoint; no profile, web identity, container credentials, config or credentials file,
-proxy, FIPS or dual-stack endpoint), and boto3 otherwise, so whatever works
+proxy for the endpoint, FIPS or dual-stack endpoint), and boto3 otherwise, so whatever works
 with boto3 keeps working; ``light`` insists on the light client, ``boto3`` on boto3.
 boto3 costs a cold start ~700 ms and ~20 MiB; it is imported only when used, and `init`
 (the ``table_exists`` waiter needs its models) always uses it.
@@ -69,7 +69,7 @@ MAX_ATTEMPTS = 2
 CLIENT_SETTING = "NEXTUP_DYNAMODB_CLIENT"
 CLIENTS = ("auto", "light", "boto3")
 # Set, any of these makes botocore read something the light client does not: credentials
-# from elsewhere, another endpoint, another trust store, a proxy.
+# from elsewhere, another endpoint.
 BOTO3_SETTINGS = (
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",
@@ -80,6 +80,9 @@ BOTO3_SETTINGS = (
     "AWS_USE_FIPS_ENDPOINT",
     "AWS_USE_DUALSTACK_ENDPOINT",
     "AWS_ACCOUNT_ID",
+)
+# A proxy botocore would use: one of these set, and the endpoint not in NO_PROXY.
+PROXY_SETTINGS = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -210,7 +213,20 @@ def _light_unsupported(endpoint: str | None, local: bool) -> str | None:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
     if endpoint is None and "-iso" in region:
         return f"the region {region!r} is in a partition of its own"
+    proxies = [name for name in PROXY_SETTINGS if os.environ.get(name)]
+    if proxies:
+        # What botocore asks (`botocore.utils.should_bypass_proxies`), imported only here.
+        from urllib.request import proxy_bypass_environment
+
+        if not proxy_bypass_environment(urlsplit(endpoint or _regional(region)).netloc):
+            return f"{proxies[0]} is set"
     return None
+
+
+def _regional(region: str) -> str:
+    """DynamoDB's endpoint in `region` (no FIPS, dual-stack or account endpoints)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://dynamodb.{region}.{suffix}"
 
 
 def _light_client(endpoint: str | None, local: bool) -> DynamoJsonClient:
@@ -223,11 +239,8 @@ def _light_client(endpoint: str | None, local: bool) -> DynamoJsonClient:
         credentials = Credentials(
             LOCAL_CREDENTIALS["aws_access_key_id"], LOCAL_CREDENTIALS["aws_secret_access_key"]
         )
-    if endpoint is None:
-        suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-        endpoint = f"https://dynamodb.{region}.{suffix}"
     return DynamoJsonClient(
-        endpoint,
+        endpoint or _regional(region),
         region,
         credentials,
         connect_timeout=CONNECT_TIMEOUT,
