@@ -147,6 +147,13 @@ def test_method_names_are_operations() -> None:
     assert operation_name("batch_write_item") == "BatchWriteItem"
     assert operation_name("transact_write_items") == "TransactWriteItems"
     assert operation_name("describe_time_to_live") == "DescribeTimeToLive"
+    client = DynamoJsonClient(
+        "http://127.0.0.1:9", "us-east-1", CREDENTIALS[0],
+        connect_timeout=1.0, read_timeout=1.0, max_attempts=1,
+    )  # fmt: skip
+    for name in ("get_waiter", "exceptions", "meta", "_private"):
+        with pytest.raises(AttributeError):
+            getattr(client, name)
 
 
 # -- the same calls through both clients ---------------------------------------------------

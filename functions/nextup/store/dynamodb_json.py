@@ -59,8 +59,11 @@ RETRIED_CODES = frozenset(
     }
 )
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})
-# boto3 methods that are not operations: they need its models (waiters, paginators).
-NOT_OPERATIONS = frozenset({"get_waiter", "get_paginator", "can_paginate", "meta"})
+# boto3 client attributes that are not operations: they need its models (waiters,
+# paginators, modelled exception classes, presigning).
+NOT_OPERATIONS = frozenset(
+    {"get_waiter", "get_paginator", "can_paginate", "meta", "exceptions", "generate_presigned_url"}
+)
 
 
 class WireError(Exception):
