@@ -51,7 +51,17 @@ PIPELINE_RATE = 100
 CATEGORIES = (
     # (category, path fragments of the innermost frame's file)
     ("store (SQLite calls)", ("nextup/store/sqlite", "sqlite3")),
-    ("store (DynamoDB calls)", ("nextup/store/dynamodb", "botocore", "boto3", "urllib3")),
+    (
+        "store (DynamoDB calls)",
+        (
+            "nextup/store/dynamodb",
+            "nextup/store/sigv4",
+            "http/client",
+            "botocore",
+            "boto3",
+            "urllib3",
+        ),
+    ),
     ("store (typed layer)", ("nextup/store/",)),
     ("pydantic (models)", ("pydantic",)),
     ("nextup (other)", ("nextup/",)),

@@ -204,14 +204,23 @@ def test_completing_a_stored_recurring_task_leaves_the_engine_out(tmp_path, monk
     spec = RecurrenceSpec.model_validate({"rule": "every day at 9am"})
     with open_store(url) as store:
         store.create_task(
-            Task(user_id="u", task_id="t1", series_id="t1", title="plant", due_at=due,
-                 timezone="Europe/Berlin", recurrence=spec)
+            Task(
+                user_id="u",
+                task_id="t1",
+                series_id="t1",
+                title="plant",
+                due_at=due,
+                timezone="Europe/Berlin",
+                recurrence=spec,
+            )
         )
     main = Path(__file__).resolve().parents[1] / "functions" / "complete-task" / "main.py"
     monkeypatch.setenv("NEXTUP_STORE_URL", url)
     out = subprocess.run(
         [sys.executable, "-c", FIRST_COMPLETION, str(main), due.isoformat()],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     answer = json.loads(out.stdout.strip().splitlines()[-1])
     assert answer["status"] == 200, out.stderr[-2000:]

@@ -157,7 +157,9 @@ def upcoming_step_by_step(current: tasks.Task, count: int) -> list[datetime]:
     ),
     mode=st.sampled_from(["schedule", "completion"]),
     zone=st.sampled_from([{"timezone": "Europe/Berlin"}, {"timezone": "Pacific/Chatham"}, {}]),
-    due=st.sampled_from(["2026-03-28T07:00:00", "2026-10-24T23:30:00+02:00", "2027-01-31T12:00:00Z"]),
+    due=st.sampled_from(
+        ["2026-03-28T07:00:00", "2026-10-24T23:30:00+02:00", "2027-01-31T12:00:00Z"]
+    ),
     until=st.sampled_from([None, "2026-12-31", "2027-04-01T00:00:00Z"]),
     count=st.integers(min_value=0, max_value=5),
 )

@@ -22,7 +22,7 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     )
 
     store_url: str = DEFAULT_STORE_URL
+    # DynamoDB's client: auto (the light one when the environment holds all AWS settings,
+    # else boto3), light, boto3. Read by `nextup.store.dynamodb` with the AWS settings.
+    dynamodb_client: Literal["auto", "light", "boto3"] = "auto"
     # Reminder delivery.
     smtp_url: str | None = None
     smtp_from: str = "nextup <reminders@nextup.local>"

@@ -1,5 +1,9 @@
 """Fixtures for the store contract suite: every test runs once per backend, each on a
-fresh SQLite file or a fresh DynamoDB table in this worker's moto server."""
+fresh SQLite file or a fresh DynamoDB table in this worker's moto server.
+
+DynamoDB is called through the light client (`nextup.store.dynamodb_json`), what a
+function uses; a module that sets ``THROUGH_BOTO3 = True`` (the core contract) runs on a
+third kind too, ``dynamodb-boto3``: the same table through boto3's client."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import pytest
 from store_helpers import fresh_table
 
 from nextup.store import Backend, Store, open_store
-from nextup_dev.stores import SQLITE, STORE_KINDS
+from nextup.store.dynamodb import CLIENT_SETTING
+from nextup_dev.stores import DYNAMODB, SQLITE, STORE_KINDS
 from nextup_dev.stores import store_url as store_url_for
 
 AWS_VARIABLES = (
@@ -24,7 +29,24 @@ AWS_VARIABLES = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    CLIENT_SETTING,
 )
+DYNAMODB_BOTO3 = "dynamodb-boto3"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test that needs a store, once per kind (unless it picks its own)."""
+    if "store_url" not in metafunc.fixturenames:
+        return
+    if any(
+        "store_url" in str(marker.args[0])
+        for marker in metafunc.definition.iter_markers("parametrize")
+    ):
+        return
+    kinds = STORE_KINDS
+    if getattr(metafunc.module, "THROUGH_BOTO3", False):
+        kinds = (*kinds, DYNAMODB_BOTO3)
+    metafunc.parametrize("store_url", kinds, indirect=True)
 
 
 @pytest.fixture
@@ -40,16 +62,22 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPat
 
 @pytest.fixture
 def dynamodb_endpoint(aws_env: pytest.MonkeyPatch, moto_server: str) -> str:
-    """moto as the DynamoDB endpoint, with no region or credentials: the local fallback."""
+    """moto as the DynamoDB endpoint, with no region or credentials: the local fallback,
+    through the light client (it fails here, not later, if it cannot be used)."""
     aws_env.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_server)
+    aws_env.setenv(CLIENT_SETTING, "light")
     return moto_server
 
 
-@pytest.fixture(params=STORE_KINDS)
+@pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == SQLITE:
         return store_url_for(SQLITE, tmp_path / "state")
+    assert request.param in (DYNAMODB, DYNAMODB_BOTO3), request.param
+    monkeypatch = request.getfixturevalue("aws_env")
     request.getfixturevalue("dynamodb_endpoint")
+    if request.param == DYNAMODB_BOTO3:
+        monkeypatch.setenv(CLIENT_SETTING, "boto3")
     return f"dynamodb://{fresh_table()}"
 
 

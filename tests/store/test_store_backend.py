@@ -6,6 +6,9 @@ import pytest
 
 from nextup.store import Backend, InvalidCursor, Item
 
+# The core contract: on DynamoDB through boto3's client too (conftest).
+THROUGH_BOTO3 = True
+
 
 def item(sk: str, version: int = 1, *, pk: str = "p", due: str | None = None, **data: int) -> Item:
     return Item(pk, sk, data or {"n": 0}, version, due=due)

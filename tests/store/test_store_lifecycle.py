@@ -213,6 +213,9 @@ def test_dynamodb_keeps_configured_region_and_credentials(
     aws_env.setenv(variable, "eu-central-1")
     aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     aws_env.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    light = DynamoBackend("nextup").client
+    assert (light.region, light.credentials.access_key) == ("eu-central-1", "AKIDEXAMPLE")
+    aws_env.setenv("NEXTUP_DYNAMODB_CLIENT", "boto3")
     client = DynamoBackend("nextup").client
     assert client.meta.region_name == "eu-central-1"
     assert client._request_signer._credentials.access_key == "AKIDEXAMPLE"

@@ -10,6 +10,9 @@ from store_helpers import T0, receipt, task
 
 from nextup.store import CommitConflict, Store, receipt_ref, task_ref
 
+# The core contract: on DynamoDB through boto3's client too (conftest).
+THROUGH_BOTO3 = True
+
 TTL = timedelta(hours=1)
 
 

@@ -11,6 +11,9 @@ from nextup.reminders import ReminderStatus
 from nextup.store import Conflict, Store
 from nextup.tasks import TaskStatus
 
+# The core contract: on DynamoDB through boto3's client too (conftest).
+THROUGH_BOTO3 = True
+
 
 def test_create_then_get(store: Store) -> None:
     new = task("alice", "t1", title="write report", due_at=T0)

@@ -5,8 +5,8 @@
     task, reminder = store.load([task_ref(user, task_id), reminder_ref(user, task_id)])
     store.commit([changed_task, changed_reminder, receipt])   # all or nothing
 
-`open_store` imports only the backend the URL names, so a cold start pays for boto3 only
-when it uses DynamoDB and never for sqlite3.
+`open_store` imports only the backend the URL names, so a cold start never pays for sqlite3
+on DynamoDB, and for boto3 only when its settings need boto3 (`store.dynamodb`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The managed backend: one DynamoDB table (single-table design), through boto3.
+"""The managed backend: one DynamoDB table (single-table design), through boto3 or, on a
+function's path, a light client of the same interface (`store.dynamodb_json`).
 
 Attributes: ``pk``/``sk`` (S, the key), ``data`` (S, JSON), ``version`` (N), ``expires_at``
 (N, the TTL attribute) and, only on items in the due index, ``due`` (S) with ``due_shard``
@@ -10,6 +11,15 @@ but must never shrink.
 
 Timeouts are short and retries few: the functions wrap every call in their own retry
 budget and circuit breaker, and a health probe must answer fast when DynamoDB does not.
+
+Which client (`make_client`, setting ``NEXTUP_DYNAMODB_CLIENT``): ``auto`` (the default)
+takes the light client when the environment alone says everything botocore would read
+(static credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or none on a loopback
+endpoint; no profile, web identity, container credentials, config or credentials file,
+proxy for the endpoint, FIPS or dual-stack endpoint), and boto3 otherwise, so whatever works
+with boto3 keeps working; ``light`` insists on the light client, ``boto3`` on boto3.
+boto3 costs a cold start ~700 ms and ~20 MiB; it is imported only when used, and `init`
+(the ``table_exists`` waiter needs its models) always uses it.
 """
 
 from __future__ import annotations
@@ -22,26 +32,17 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import boto3
-import botocore.session
-from botocore.config import Config
-from botocore.credentials import create_credential_resolver
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    WaiterError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.loaders import create_loader
 
 from nextup import jsontext
 from nextup.dependencies import STORE
+from nextup.store.dynamodb_json import (
+    DynamoJsonClient,
+    ServiceError,
+    TransportError,
+    WireError,
+)
 from nextup.store.errors import (
     CommitConflict,
     InvalidCursor,
@@ -50,6 +51,10 @@ from nextup.store.errors import (
     StoreUnavailable,
 )
 from nextup.store.items import Item, Write, decode_cursor, encode_cursor, url_options
+from nextup.store.sigv4 import Credentials
+
+if TYPE_CHECKING:
+    import botocore.session
 
 INDEX = "due"
 TTL_ATTRIBUTE = "expires_at"
@@ -57,18 +62,45 @@ DEFAULT_SHARDS = 4
 MAX_SHARDS = 64
 LOCAL_REGION = "us-east-1"
 LOCAL_CREDENTIALS = {"aws_access_key_id": "nextup-local", "aws_secret_access_key": "nextup-local"}
-CLIENT_CONFIG = Config(
-    connect_timeout=1.0,
-    read_timeout=3.0,
-    retries={"mode": "standard", "total_max_attempts": 2},
-    max_pool_connections=32,
+# Both clients: seconds to connect and to wait for an answer, attempts per call.
+CONNECT_TIMEOUT = 1.0
+READ_TIMEOUT = 3.0
+MAX_ATTEMPTS = 2
+CLIENT_SETTING = "NEXTUP_DYNAMODB_CLIENT"
+CLIENTS = ("auto", "light", "boto3")
+# Set, any of these makes botocore read something the light client does not: credentials
+# from elsewhere, another endpoint.
+BOTO3_SETTINGS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "AWS_ACCOUNT_ID",
+)
+# A proxy botocore would use: one of these set, and the endpoint not in NO_PROXY.
+PROXY_SETTINGS = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+BOTO3_FILES = (
+    ("AWS_CONFIG_FILE", "~/.aws/config"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
 )
 # Why a transaction was cancelled, per item: these mean another writer got there first.
 LOST = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 DONE = "done"
-# Service models parsed once per process, however many clients are made (tests make many).
-_LOADER = create_loader()
+# boto3's service models, parsed once per process however many clients are made (tests
+# make many); loaded with the first boto3 client.
+_LOADER: Any = None
 
 
 def table_definition(table: str) -> dict[str, Any]:
@@ -123,54 +155,161 @@ def _is_loopback(url: str) -> bool:
 
 def _has_credentials(session: botocore.session.Session) -> bool:
     """Whether credentials are configured, without the slow probes of an EC2 or ECS host."""
+    from botocore.credentials import create_credential_resolver
+
     resolver = create_credential_resolver(session)
     for name in ("container-role", "iam-role"):
         resolver.remove(name)
     return resolver.load_credentials() is not None
 
 
+def _region(configured: str | None, local: bool) -> str:
+    """AWS_REGION (what Lambda and the other SDKs set, and wins over AWS_DEFAULT_REGION
+    there; botocore ignores it), else what botocore reads, else us-east-1 on loopback."""
+    region = os.environ.get("AWS_REGION") or configured
+    if region is None and local:
+        region = LOCAL_REGION
+    if region is None:
+        raise ValueError("no AWS region for DynamoDB: set AWS_REGION (or AWS_DEFAULT_REGION)")
+    return region
+
+
 def make_client() -> Any:
-    """A DynamoDB client from the standard AWS settings.
+    """A DynamoDB client from the standard AWS settings: the light one or boto3's (see the
+    module's docstring; ``NEXTUP_DYNAMODB_CLIENT`` forces either).
 
     With an endpoint on loopback (moto, DynamoDB Local) and no region or credentials
     configured, fall back to us-east-1 and dummy credentials: a local stack works out of
     the box, and a real endpoint is never called with made-up credentials.
     """
+    choice = os.environ.get(CLIENT_SETTING, "").strip().lower() or "auto"
+    if choice not in CLIENTS:
+        raise ValueError(f"{CLIENT_SETTING} must be one of {', '.join(CLIENTS)}, not {choice!r}")
+    endpoint = _configured_endpoint()
+    local = endpoint is not None and _is_loopback(endpoint)
+    if choice != "boto3":
+        why_not = _light_unsupported(endpoint, local)
+        if why_not is None:
+            return _light_client(endpoint, local)
+        if choice == "light":
+            raise ValueError(f"{CLIENT_SETTING}=light, but {why_not}: use boto3 (auto)")
+    return make_boto3_client()
+
+
+def _light_unsupported(endpoint: str | None, local: bool) -> str | None:
+    """Why the light client cannot read these settings exactly as botocore would, or None."""
+    for name in BOTO3_SETTINGS:
+        if os.environ.get(name):
+            return f"{name} is set"
+    for name, default in BOTO3_FILES:
+        path = os.path.expanduser(os.environ.get(name) or default)
+        if os.path.exists(path):
+            return f"{path} exists"
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (key and secret) and (key or secret or not local):
+        return "no static credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    if endpoint is not None and urlsplit(endpoint).path not in ("", "/"):
+        return f"the endpoint {endpoint!r} has a path"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+    if endpoint is None and "-iso" in region:
+        return f"the region {region!r} is in a partition of its own"
+    proxies = [name for name in PROXY_SETTINGS if os.environ.get(name)]
+    if proxies:
+        # What botocore asks (`botocore.utils.should_bypass_proxies`), imported only here.
+        from urllib.request import proxy_bypass_environment
+
+        if not proxy_bypass_environment(urlsplit(endpoint or _regional(region)).netloc):
+            return f"{proxies[0]} is set"
+    return None
+
+
+def _regional(region: str) -> str:
+    """DynamoDB's endpoint in `region` (no FIPS, dual-stack or account endpoints)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://dynamodb.{region}.{suffix}"
+
+
+def _light_client(endpoint: str | None, local: bool) -> DynamoJsonClient:
+    region = _region(os.environ.get("AWS_DEFAULT_REGION"), local)
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        token = os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("AWS_SECURITY_TOKEN")
+        credentials = Credentials(key, secret, token or None)
+    else:  # none at all, on loopback (`_light_unsupported`)
+        credentials = Credentials(
+            LOCAL_CREDENTIALS["aws_access_key_id"], LOCAL_CREDENTIALS["aws_secret_access_key"]
+        )
+    return DynamoJsonClient(
+        endpoint or _regional(region),
+        region,
+        credentials,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        max_attempts=MAX_ATTEMPTS,
+        ca_bundle=os.environ.get("AWS_CA_BUNDLE") or None,
+    )
+
+
+def make_boto3_client() -> Any:
+    """boto3's DynamoDB client, with the same endpoint, region and local fallback."""
+    global _LOADER
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+    from botocore.loaders import create_loader
+
+    if _LOADER is None:
+        _LOADER = create_loader()
     core = botocore.session.Session()
     core.register_component("data_loader", _LOADER)
     session = boto3.session.Session(botocore_session=core)
     endpoint = _configured_endpoint()
     local = endpoint is not None and _is_loopback(endpoint)
-    # botocore reads AWS_DEFAULT_REGION and profiles; AWS_REGION (what Lambda and the other
-    # SDKs set, and wins over AWS_DEFAULT_REGION there) it ignores.
-    region = os.environ.get("AWS_REGION") or session.region_name
-    kwargs: dict[str, Any] = {"config": CLIENT_CONFIG, "region_name": region}
-    if region is None and local:
-        kwargs["region_name"] = LOCAL_REGION
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=32,
+    )
+    kwargs: dict[str, Any] = {"config": config, "region_name": _region(session.region_name, local)}
     if local and not _has_credentials(core):
         kwargs.update(LOCAL_CREDENTIALS)
-    try:
-        return session.client("dynamodb", **kwargs)
-    except NoRegionError:
-        raise ValueError(
-            "no AWS region for DynamoDB: set AWS_REGION (or AWS_DEFAULT_REGION)"
-        ) from None
+    return session.client("dynamodb", **kwargs)
 
 
-def store_error(exc: ClientError | BotoCoreError, table: str) -> StoreError:
-    """boto3's error as the store's: anything worth retrying is StoreUnavailable."""
+def _refusal(response: dict[str, Any], table: str) -> StoreError:
+    error = response.get("Error", {})
+    code = error.get("Code", "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code == "ResourceNotFoundException":
+        return StoreNotReady(
+            f"DynamoDB table {table!r} does not exist: run "
+            f"`nextup store init --store dynamodb://{table}`"
+        )
+    if code in STORE.statuses.errors or STORE.transient_status(status):
+        return StoreUnavailable(f"DynamoDB is unavailable: {code or status}")
+    return StoreError(f"DynamoDB refused: {code}: {error.get('Message', '')}")
+
+
+def store_error(exc: Exception, table: str) -> StoreError:
+    """A client's error as the store's: anything worth retrying is StoreUnavailable."""
+    if isinstance(exc, ServiceError):
+        return _refusal(exc.response, table)
+    if isinstance(exc, TransportError):  # refused, reset, timed out
+        return StoreUnavailable(f"DynamoDB is unreachable: {exc}")
+    if isinstance(exc, WireError):
+        return StoreError(f"DynamoDB call failed: {exc}")
+    # Only boto3's are left, so botocore is loaded already.
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        NoCredentialsError,
+        WaiterError,
+    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code == "ResourceNotFoundException":
-            return StoreNotReady(
-                f"DynamoDB table {table!r} does not exist: run "
-                f"`nextup store init --store dynamodb://{table}`"
-            )
-        if code in STORE.statuses.errors or STORE.transient_status(status):
-            return StoreUnavailable(f"DynamoDB is unavailable: {code or status}")
-        return StoreError(f"DynamoDB refused: {code}: {error.get('Message', '')}")
+        return _refusal(exc.response, table)
     if isinstance(exc, BotoConnectionError | HTTPClientError):  # refused, reset, timed out
         return StoreUnavailable(f"DynamoDB is unreachable: {exc}")
     if isinstance(exc, WaiterError):
@@ -224,6 +363,12 @@ class DynamoBackend:
         self.table = table
         self.shards = shards
         self._client = client if client is not None else make_client()
+        self._boto3: Any = None  # for `init` beside a light client
+        # What a refusal raises (ClientError's shape), and anything a client raises.
+        self._refused: tuple[type[Exception], ...] = (ServiceError,)
+        self._failures: tuple[type[Exception], ...] = (ServiceError, WireError)
+        if not isinstance(self._client, DynamoJsonClient):
+            self._catch_boto3()
 
     @classmethod
     def from_url(cls, url: str) -> DynamoBackend:
@@ -251,27 +396,43 @@ class DynamoBackend:
     def client(self) -> Any:
         return self._client
 
+    def _catch_boto3(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._refused += (ClientError,)
+        self._failures += (ClientError, BotoCoreError)
+
+    def _admin(self) -> Any:
+        """A client with boto3's models (waiters), for `init`: not on a function's path."""
+        if isinstance(self._client, DynamoJsonClient):
+            if self._boto3 is None:
+                self._boto3 = make_boto3_client()
+                self._catch_boto3()
+            return self._boto3
+        return self._client
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (ClientError, BotoCoreError) as exc:
+        except self._failures as exc:
             raise store_error(exc, self.table) from exc
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def init(self) -> None:
         with self._errors():
+            admin = self._admin()
             try:
-                self._client.create_table(**table_definition(self.table))
-            except ClientError as exc:
+                admin.create_table(**table_definition(self.table))
+            except self._refused as exc:
                 if exc.response["Error"]["Code"] != "ResourceInUseException":
                     raise
-            self._client.get_waiter("table_exists").wait(
+            admin.get_waiter("table_exists").wait(
                 TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
             )
-            self._check_schema(self._client.describe_table(TableName=self.table)["Table"])
-            self._enable_ttl()
+            self._check_schema(admin.describe_table(TableName=self.table)["Table"])
+            self._enable_ttl(admin)
 
     def _check_schema(self, table: dict[str, Any]) -> None:
         wanted = table_definition(self.table)
@@ -282,9 +443,9 @@ class DynamoBackend:
                 f"pk/sk and index {INDEX!r} (infra/dynamodb/table.yaml)"
             )
 
-    def _enable_ttl(self) -> None:
+    def _enable_ttl(self, admin: Any) -> None:
         for _ in range(2):  # a concurrent init may enable it between our read and write
-            ttl = self._client.describe_time_to_live(TableName=self.table)
+            ttl = admin.describe_time_to_live(TableName=self.table)
             ttl = ttl["TimeToLiveDescription"]
             status = ttl.get("TimeToLiveStatus")
             if status in ("ENABLED", "ENABLING"):
@@ -295,12 +456,12 @@ class DynamoBackend:
                     )
                 return
             try:
-                self._client.update_time_to_live(
+                admin.update_time_to_live(
                     TableName=self.table,
                     TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
                 )
                 return
-            except ClientError as exc:
+            except self._refused as exc:
                 if exc.response["Error"]["Code"] != "ValidationException":
                     raise
 
@@ -318,6 +479,8 @@ class DynamoBackend:
 
     def close(self) -> None:
         self._client.close()
+        if self._boto3 is not None:
+            self._boto3.close()
 
     # -- items ---------------------------------------------------------------------------
 
@@ -363,7 +526,7 @@ class DynamoBackend:
         with self._errors():
             try:
                 self._client.put_item(**self._put_request(Write(item, expect_version)))
-            except ClientError as exc:
+            except self._refused as exc:
                 if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                     return False
                 raise
@@ -383,7 +546,7 @@ class DynamoBackend:
         with self._errors():
             try:
                 self._client.transact_write_items(TransactItems=items)
-            except ClientError as exc:
+            except self._refused as exc:
                 error = exc.response.get("Error", {})
                 if error.get("Code") != "TransactionCanceledException":
                     raise
