@@ -16,10 +16,10 @@ def dump(store_url: str) -> list[tuple]:
                 "SELECT pk, sk, data, version, due, expires_at FROM items ORDER BY pk, sk"
             ).fetchall()
         return [tuple(row) for row in rows]
-    from nextup.store.dynamodb import make_client
+    from nextup.store.dynamodb import make_boto3_client
 
     table = urlsplit(store_url).netloc
-    client = make_client()
+    client = make_boto3_client()  # a paginated scan: a test tool, not the function path
     rows = []
     try:
         for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
