@@ -1,6 +1,6 @@
 """The layering of DEVELOPERS.md, held on the real imports of every module of the core:
 
-    `errors`, `recurrence` → `targets`, `fields` → `envelope`, `events` → `tasks`,
+    `errors`, `jsontext`, `recurrence` → `targets`, `fields` → `envelope`, `events` → `tasks`,
     `reminders` → `store` and other adapters → `contract` → `handlers` → `runtime` →
     `functions` → `catalog`, `serve`, CLI
 
@@ -24,7 +24,7 @@ from harness import ROOT
 CORE = ROOT / "functions" / "nextup"
 # Lowest first; each module of the core is in exactly one of these.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("nextup", "nextup.errors", "nextup.recurrence"),
+    ("nextup", "nextup.errors", "nextup.jsontext", "nextup.recurrence"),
     ("nextup.targets", "nextup.fields"),
     ("nextup.envelope", "nextup.events"),
     ("nextup.tasks", "nextup.reminders"),
