@@ -47,9 +47,9 @@ def test_only_the_reminders_claimed_or_changed_meanwhile_are_left_out(store: Sto
     store.save_reminder(later.model_copy(update={"remind_at": T0 + timedelta(hours=1)}))
     store._backend = counting = Counting(store._backend)  # type: ignore[assignment]
     claimed = store.claim_reminders(candidates, owner="s", now=NOW, lease=LEASE)
-    assert sorted(r.task_id for r in claimed) == [
-        f"t{n:03d}" for n in (0, 1, 3, 5, 6, 8)
-    ], "the others' claims never held up the rest"
+    assert sorted(r.task_id for r in claimed) == [f"t{n:03d}" for n in (0, 1, 3, 5, 6, 8)], (
+        "the others' claims never held up the rest"
+    )
     # A backend that says which writes lost (SQLite at once, DynamoDB through its
     # cancellation reasons) drops them and retries the rest: two round trips at most here.
     assert counting.calls in (["put_many"], ["put_many", "put_many"]), counting.calls
