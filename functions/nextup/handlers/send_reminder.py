@@ -313,6 +313,8 @@ class Sweep:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sent_all.wait(), RECORD_EVERY)
             await self._guarded(self._record())
+        # What the last senders left while the record above was under way.
+        await self._guarded(self._record())
 
     async def _record(self) -> None:
         """Write the outcomes so far in one store call, each on the version its claim wrote:
