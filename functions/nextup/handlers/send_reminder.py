@@ -245,9 +245,10 @@ class Sweep:
                     batch.append(candidate)
             for first in range(0, len(batch), BATCH):
                 await self._claim_batch(batch[first:][:BATCH])
-            if passed:
-                # The rest is the next tick's: reading on would cost a page each only to
-                # count it, so `left` counts what this page had left.
+            if passed or self.taken >= self.limit or time.monotonic() > stop_claiming:
+                # The rest is the next tick's: reading on would cost a page (a Query per
+                # index shard on DynamoDB) only to count it, so `left` counts what this
+                # page had left.
                 self.counts["left"] += passed
                 return
 
