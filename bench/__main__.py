@@ -30,6 +30,7 @@ BENCHMARKS = {
     "throughput": "bench.throughput",
     "pipeline": "bench.pipeline",
     "storecalls": "bench.storecalls",
+    "sweep": "bench.sweep",
     "console": "bench.console",
     "recurrence": "bench.recurrence",
     "profile": "bench.profile",
@@ -40,9 +41,10 @@ HEADER = """# Benchmarks
 Generated from `bench/results.json` by `python -m bench` (or `make bench`); do not edit by
 hand (the *Findings* section comes from `bench/FINDINGS.md`). `python -m bench NAME ...`
 re-runs the named benchmarks only (`coldstart`, `throughput`, `pipeline`, `storecalls`,
-`console`, `recurrence`, `profile`) and keeps the others' results; `--quick` makes a fast,
-rough pass (a few minutes); the full run takes about 15 minutes on 2 cores. Benchmarks are
-not part of `make test`; `tests/test_bench_smoke.py` runs each on a tiny input.
+`sweep`, `console`, `recurrence`, `profile`) and keeps the others' results; `--quick`
+makes a fast, rough pass (a few minutes); the full run takes about 15 minutes on 2 cores.
+Benchmarks are not part of `make test`; `tests/test_bench_smoke.py` runs each on a tiny
+input.
 
 These machines are shared and noisy: every figure that matters is a ratio to a baseline
 measured in the same run, alternating with it. Absolute times are context only; each

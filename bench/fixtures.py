@@ -5,12 +5,13 @@ written for the same `todo.task.created` events), so pre-creating is cheap and u
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from nextup import reminders, tasks
 from nextup.fields import TaskFields
-from nextup.store import Store, open_store
+from nextup.store import open_store
+from nextup.store.items import MAX_COMMIT
 
 ZONE = "Europe/Berlin"
 RULE = "FREQ=DAILY"
@@ -45,23 +46,35 @@ def init(url: str) -> None:
         store.init()
 
 
-def _register(store: Store, user: str, task_id: str, due_at: datetime) -> tasks.Task:
-    fields = TaskFields.model_validate(task_fields(due_at))
+def _models(user: str, task_id: str, due_at: datetime, email: str) -> list:
+    """The task a `todo.task.created` event registers, and its reminder."""
+    fields = TaskFields.model_validate(task_fields(due_at, email=email))
     task = tasks.register(user, task_id, fields, event_key=f"/bench#{task_id}")
-    task, _ = store.create_task(task)
     reminder = reminders.schedule(task, None)
-    if reminder is not None:
-        store.save_reminder(reminder)
-    return task
+    return [task] if reminder is None else [task, reminder]
 
 
-def create_tasks(url: str, ids: Iterable[tuple[str, str]], *, due_in: timedelta) -> int:
+def create_tasks(
+    url: str,
+    ids: Iterable[tuple[str, str]],
+    *,
+    due_in: timedelta,
+    email: Callable[[str], str] | None = None,
+) -> int:
     """Open recurring tasks `(user, task_id)`, due `due_in` from now (negative: overdue,
-    so their reminders are due), each with its pending reminder. Returns how many."""
+    so their reminders are due), each with its pending reminder, mailed to `email(user)`
+    (default: ann@example.com). Written as many at a time as one commit takes (a fresh
+    store is cheap to fill even on DynamoDB). Returns how many."""
     due_at = (datetime.now(UTC) + due_in).replace(second=0, microsecond=0)
-    count = 0
+    count, batch = 0, []
     with open_store(url) as store:
         for user, task_id in ids:
-            _register(store, user, task_id, due_at)
+            models = _models(user, task_id, due_at, email(user) if email else "ann@example.com")
+            if len(batch) + len(models) > MAX_COMMIT:
+                store.commit(batch)
+                batch = []
+            batch += models
             count += 1
+        if batch:
+            store.commit(batch)
     return count

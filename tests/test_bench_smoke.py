@@ -13,7 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `bench` lives at the repository root, beside `tests`
     sys.path.insert(0, str(ROOT))
 
-from bench import coldstart, console, pipeline, profile, storecalls, throughput  # noqa: E402
+from bench import (  # noqa: E402
+    coldstart,
+    console,
+    pipeline,
+    profile,
+    storecalls,
+    sweep,
+    throughput,
+)
 from bench.__main__ import BENCHMARKS, render_document  # noqa: E402
 
 
@@ -113,3 +121,14 @@ def test_storecalls(tmp_path: Path) -> None:
         summary["todo.task.completed"]["calls"] + summary["todo.occurrence.requested"]["calls"]
     )
     assert "| todo.task.created |" in _renders("storecalls", results, tmp_path)
+
+
+def test_sweep(tmp_path: Path) -> None:
+    results = sweep.run(reminders=30, users=3)
+    for kind, row in results["rows"].items():
+        assert row["mails"] == row["distinct_mails"] == 30, kind  # each reminder mailed once
+        assert row["announced"] >= 30 and row["per_second"] > 0 and row["ticks"] >= 1
+    dynamodb = results["rows"]["dynamodb"]
+    assert dynamodb["calls_per_reminder"] == round(sum(dynamodb["calls"].values()) / 30, 3)
+    assert "TransactWriteItems" in dynamodb["operations"]  # claims and records in batches
+    assert "| dynamodb |" in _renders("sweep", results, tmp_path)

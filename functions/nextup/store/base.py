@@ -2,7 +2,7 @@
 
 Every guarantee is implemented here, once, on top of a few backend primitives (a
 consistent get and batch get, a conditional put, an atomic commit of several conditional
-puts, a due-ordered query):
+puts, many conditional puts each on its own, a due-ordered query):
 
 - Task ids are the user's own: every task and reminder lives in its user's partition, so
   no user can read, claim, block or probe another user's ids, whatever they send.
@@ -12,7 +12,8 @@ puts, a due-ordered query):
   every effect it guards together, all or nothing (one SQLite transaction, one DynamoDB
   `TransactWriteItems`): a lost condition means another delivery got there first.
 - A reminder is in the due index only while pending (or waiting for its announcement);
-  `claim_reminder` leases it with a compare-and-set, so one sender wins however many race.
+  `claim_reminders` leases many with a compare-and-set each, in one round trip, so one
+  sender wins each however many race; `save_each` records many outcomes the same way.
 - Receipts are global, one per event `source` + `id`, and expire: an expired receipt
   reads as expired whatever the backend still holds (DynamoDB's TTL deletes lazily, moto
   never), and is replaced at its version.
@@ -235,6 +236,24 @@ class Store:
             for model, item in zip(models, items, strict=True)
         ]
 
+    def save_each(self, models: Sequence[M]) -> list[M | None]:
+        """Write each model at its next version on its own condition (the stored one is
+        still at `model.version`; 0: absent), in one round trip unless writers race for
+        the same items. Not all or nothing: each model as stored, or None where another
+        writer got there first. What a sweep writes for many reminders at once."""
+        if len(models) > MAX_COMMIT:
+            raise ValueError(f"save_each writes at most {MAX_COMMIT} items")
+        if not models:
+            return []
+        items = [self._item(model) for model in models]
+        if len({(item.pk, item.sk) for item in items}) != len(items):
+            raise ValueError("save_each writes each item once")
+        written = self._backend.put_many([Write(item, item.version - 1) for item in items])
+        return [
+            model.model_copy(update={"version": item.version}) if ok else None
+            for model, item, ok in zip(models, items, written, strict=True)
+        ]
+
     # -- tasks ---------------------------------------------------------------------------
 
     def get_task(self, user_id: str, task_id: str) -> Task | None:
@@ -316,7 +335,8 @@ class Store:
         The only cross-user read: each reminder carries its own user_id. Page through with
         the returned cursor and the same `until`; every due reminder comes exactly once
         (unless it changes meanwhile). The index may lag a write by a moment on DynamoDB,
-        so claim before sending: `claim_reminder` reads the reminder consistently.
+        so claim before sending: `claim_reminders` claims on the version read, and one
+        that changed since is not claimed.
         """
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
@@ -336,13 +356,23 @@ class Store:
         current = self.get_reminder(user_id, task_id)
         if current is None:
             return None
-        claimed = reminders.claim(current, owner=owner, now=as_utc(now), lease=lease)
-        if claimed is None:
-            return None
-        try:
-            return self.save_reminder(claimed)
-        except Conflict:
-            return None
+        claimed = self.claim_reminders([current], owner=owner, now=now, lease=lease)
+        return claimed[0] if claimed else None
+
+    def claim_reminders(
+        self, candidates: Sequence[Reminder], *, owner: str, now: datetime, lease: timedelta
+    ) -> list[Reminder]:
+        """Lease each claimable one of `candidates` (as read, e.g. a `due_reminders` page)
+        to `owner` until ``now + lease``, in one round trip: the ones claimed, as stored.
+
+        Each claim is a compare-and-set on the version read, so one that changed since
+        (claimed by another sender, or read from a due index that lagged) is left out, and
+        only it: of many concurrent claimers exactly one gets each reminder. At most
+        `MAX_COMMIT` candidates."""
+        at = as_utc(now)
+        claims = [reminders.claim(r, owner=owner, now=at, lease=lease) for r in candidates]
+        saved = self.save_each([claim for claim in claims if claim is not None])
+        return [reminder for reminder in saved if reminder is not None]
 
     # -- idempotency receipts ------------------------------------------------------------
 

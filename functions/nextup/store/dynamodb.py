@@ -559,6 +559,31 @@ class DynamoBackend:
                 busy = [code for code in reasons if code not in ("None", *LOST)]
                 raise StoreUnavailable(f"DynamoDB cancelled the commit: {busy}") from None
 
+    def put_many(self, writes: Sequence[Write]) -> list[bool]:
+        """One `TransactWriteItems` of them all. It is all or nothing, so when it is
+        cancelled its reasons name the writes that lost (their condition, or the item to
+        another writer's transaction): those are left out and the rest tried again, one
+        round trip more per round of losers, so an item another writer has never holds
+        the others back."""
+        written = [False] * len(writes)
+        trying = list(range(len(writes)))
+        while trying:
+            try:
+                self.commit([writes[i] for i in trying])
+            except CommitConflict as lost:
+                if not lost.failed:  # no reasons given: each on its own
+                    for i in trying:
+                        written[i] = self.put(
+                            writes[i].item, expect_version=writes[i].expect_version
+                        )
+                    return written
+                trying = [i for n, i in enumerate(trying) if n not in lost.failed]
+                continue
+            for i in trying:
+                written[i] = True
+            break
+        return written
+
     def delete(self, pk: str, sk: str) -> None:
         with self._errors():
             self._client.delete_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}})

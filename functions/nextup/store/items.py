@@ -20,7 +20,8 @@ from urllib.parse import parse_qs
 
 from nextup.store.errors import InvalidCursor
 
-# DynamoDB's TransactWriteItems takes at most 100 items; an event writes a handful.
+# DynamoDB's TransactWriteItems takes at most 100 items (and BatchGetItem 100 keys); an
+# event writes a handful, a reminder sweep up to this many at a time.
 MAX_COMMIT = 100
 
 
@@ -75,6 +76,13 @@ class Backend(Protocol):
     def commit(self, writes: Sequence[Write]) -> None:
         """Write every item or none, atomically; `CommitConflict` naming the writes whose
         condition did not hold. At most `MAX_COMMIT` writes, each to a distinct key."""
+        ...
+
+    def put_many(self, writes: Sequence[Write]) -> list[bool]:
+        """Write each item on its own condition, in one round trip unless writers race
+        for the same items: whether each was written. Not all or nothing: a write whose
+        condition does not hold is left out and the others still land. At most
+        `MAX_COMMIT` writes, each to a distinct key."""
         ...
 
     def query(

@@ -237,6 +237,21 @@ class SqliteBackend:
                 raise CommitConflict(failed)
             conn.execute("COMMIT")
 
+    def put_many(self, writes: Sequence[Write]) -> list[bool]:
+        """One `BEGIN IMMEDIATE` transaction that keeps every write whose condition holds."""
+        if len(writes) <= 1:
+            return [self.put(w.item, expect_version=w.expect_version) for w in writes]
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = [self._put(conn, w.item, w.expect_version) for w in writes]
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return written
+
     @staticmethod
     def _put(conn: sqlite3.Connection, item: Item, expect_version: int | None) -> bool:
         values = (
