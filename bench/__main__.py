@@ -121,7 +121,7 @@ def _at_a_glance(results: dict, names: list[str]) -> str:
         [
             "## Targets at a glance",
             "",
-            "| target (issue 6) | measured | verdict | benchmark, run |",
+            "| target (issues 6 and 13) | measured | verdict | benchmark, run |",
             "| --- | --- | --- | --- |",
             *rows,
             "",

@@ -38,7 +38,9 @@ FULL = {"rounds": 3, "duration": 8.0, "warmup": 300, "duplicate": 4.0}
 QUICK = {"rounds": 1, "duration": 2.0, "warmup": 40, "duplicate": 1.0}
 # Fixtures for the measured phase: the warm-up's rate times this margin, at most this many.
 MARGIN, MOST = 1.6, 40_000
-FLOOR_TARGET = 0.6
+# Warm throughput against the floor: what issue 13 sets from CPython's cost with a real
+# write (schedule-next without the todo app's API, whose POST is the API's cost).
+FLOOR_TARGETS = {"complete-task": 0.35, "schedule-next, no backend": 0.3}
 SEED = "seed-style"
 
 
@@ -346,34 +348,27 @@ def _merged(counts: list[dict[str, int]]) -> dict[str, int]:
     return merged
 
 
-def _verdicts(summary: dict) -> list[tuple[str, bool | None]]:
-    out = []
-    for name in ("complete-task", "schedule-next"):
-        row = summary.get(name)
-        if row is None:
-            out.append((name, None))
-            continue
-        out.append((f"{name} ≥ {FLOOR_TARGET}x floor", row["vs_floor"] >= FLOOR_TARGET))
-        seed = row.get("vs_seed")
-        out.append((f"{name} above {SEED}", None if seed is None else seed > 1.0))
-    return out
-
-
 def verdicts(results: dict) -> list[tuple[str, str, bool | None]]:
+    """Each floor target (issue 13: what CPython with a real write allows) and, for the
+    two functions, whether they beat the seed-style service."""
     summary = results["summary"]
-    out = []
-    for name in ("complete-task", "schedule-next"):
+    floor_rate = summary["floor"]["per_second"]
+    out: list[tuple[str, str, bool | None]] = []
+    for name, target in FLOOR_TARGETS.items():
         row = summary.get(name)
         if row is None:
             continue
-        rate = f"{row['per_second']:,.0f}/s vs floor {summary['floor']['per_second']:,.0f}/s"
         out.append(
             (
-                f"warm {name} ≥ {FLOOR_TARGET}x floor",
-                f"{row['vs_floor']:.2f}x ({rate})",
-                row["vs_floor"] >= FLOOR_TARGET,
+                f"warm {name} ≥ {target}x floor",
+                f"{row['vs_floor']:.2f}x ({row['per_second']:,.0f}/s vs floor {floor_rate:,.0f}/s)",
+                row["vs_floor"] >= target,
             )
         )
+    for name in ("complete-task", "schedule-next"):
+        row = summary.get(name)
+        if row is None:
+            continue
         seed = row.get("vs_seed")
         seed_rate = summary.get(SEED, {}).get("per_second")
         out.append(
@@ -416,9 +411,8 @@ def render(results: dict) -> str:
         "schedule-next and the seed-style service both POST every next occurrence to the "
         "same backend.",
         "",
-        f"Targets: complete-task and schedule-next at least {FLOOR_TARGET}x the floor and "
-        f"above the seed-style service. "
-        + "; ".join(f"{what}: {report.verdict(met)}" for what, met in _verdicts(summary))
+        "Targets: "
+        + "; ".join(f"{what}: {report.verdict(met)}" for what, _, met in verdicts(results))
         + ".",
         "",
         "Reproduce: `python -m bench throughput` (`--quick`: one short round).",

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     retry_budget: float = Field(default=8.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_recovery: float = Field(default=15.0, gt=0)
-    overrides: dict[str, Override] = Field(default_factory=dict)
+    overrides: dict[str, Override] = Field(default={})  # see nextup.fields.Model
     # Seconds a delivery has from its arrival: every retry in it stops there and it answers
     # 503 with Retry-After. Below a Trigger's timeout (PT30S), so the broker never gives
     # up on an answer that was coming; a sweep stops claiming reminders well before it.
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         default=None, ge=1, le=65535, validation_alias=AliasChoices("DAPR_HTTP_PORT")
     )
     dapr_pubsub: str = "kafka-pubsub"
-    dapr_topics: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    dapr_topics: Annotated[dict[str, str], NoDecode] = Field(default={})  # see fields.Model
     dapr_topic: str | None = None
     log_level: str = "INFO"
 

@@ -129,7 +129,7 @@ class TaskScheduled(Model):
     remind_at: datetime | None = None
     # The due times of the occurrences after this one, if each is done when due: what a
     # UI shows as coming up, without a recurrence engine of its own.
-    upcoming: list[datetime] = Field(default_factory=list, max_length=10)
+    upcoming: list[datetime] = Field(default=[], max_length=10)  # see fields.Model
 
 
 class ReminderDue(Model):

@@ -92,7 +92,7 @@ class Receipt(Model):
     digest: str = ""
     status: int
     body: dict[str, Any] | None = None
-    events: list[dict[str, Any]] = Field(default_factory=list)
+    events: list[dict[str, Any]] = Field(default=[])  # see fields.Model
     unsent: bool = False
     created_at: datetime
     expires_at: datetime
