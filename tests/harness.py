@@ -320,6 +320,46 @@ def cloud_event(
     return headers, json.dumps(data).encode()
 
 
+FIRST_COMPLETION = """
+import asyncio, json, sys
+import httpx
+from functions_framework import create_app
+
+app = create_app(target="handle", source=sys.argv[1])
+headers = {"ce-specversion": "1.0", "ce-id": "done-1", "ce-source": "/tests",
+           "ce-type": "todo.task.completed", "content-type": "application/json"}
+body = json.dumps({"user_id": "u", "task_id": "t1", "completed_at": sys.argv[2]})
+
+async def first():
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
+        return await client.post("/", headers=headers, content=body)
+
+answer = asyncio.run(first())
+print(json.dumps({"status": answer.status_code, "type": answer.headers.get("ce-type"),
+                  "modules": sorted(sys.modules)}))
+"""
+
+
+def first_completion(completed_at: datetime) -> dict[str, Any]:
+    """complete-task's first event, the completion of user `u`'s task `t1` (stored
+    beforehand, in the store the environment names), in a fresh interpreter: its answer's
+    status and `ce-type`, and every module the process had loaded by then (what a cold
+    start pays for)."""
+    import subprocess
+    import sys
+
+    main = ROOT / "functions" / "complete-task" / "main.py"
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_COMPLETION, str(main), completed_at.isoformat()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def structured_event(
     type_: str, data: Any, *, id_: str, source: str = "/tests"
 ) -> tuple[dict, bytes]:
@@ -341,6 +381,7 @@ __all__ = [
     "Script",
     "TestCA",
     "cloud_event",
+    "first_completion",
     "recorder_fixture",
     "structured_event",
     "wait_until",

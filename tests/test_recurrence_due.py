@@ -164,36 +164,11 @@ def test_functions_that_compute_no_occurrence_do_not_import_the_engine(function)
         recurrence.no_such_name  # noqa: B018
 
 
-FIRST_COMPLETION = """
-import asyncio, json, runpy, sys
-import httpx
-from functions_framework import create_app
-
-app = create_app(target="handle", source=sys.argv[1])
-headers = {"ce-specversion": "1.0", "ce-id": "done-1", "ce-source": "/tests",
-           "ce-type": "todo.task.completed", "content-type": "application/json"}
-body = json.dumps({"user_id": "u", "task_id": "t1", "completed_at": sys.argv[2]})
-
-async def first():
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
-        return await client.post("/", headers=headers, content=body)
-
-answer = asyncio.run(first())
-print(json.dumps({"status": answer.status_code, "type": answer.headers.get("ce-type"),
-                  "engine": sorted(m for m in sys.modules if m.startswith("nextup.recurrence."))}))
-"""
-
-
 def test_completing_a_stored_recurring_task_leaves_the_engine_out(tmp_path, monkeypatch):
     """A stored rule is read back as written (an RRULE, checked when it was stored): the
     first completion of a task given as a phrase neither translates nor parses its rule,
     so complete-task's first event does not pay for importing the engine."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    from harness import first_completion
     from nextup.fields import RecurrenceSpec
     from nextup.store import open_store
     from nextup.tasks import Task
@@ -214,15 +189,9 @@ def test_completing_a_stored_recurring_task_leaves_the_engine_out(tmp_path, monk
                 recurrence=spec,
             )
         )
-    main = Path(__file__).resolve().parents[1] / "functions" / "complete-task" / "main.py"
     monkeypatch.setenv("NEXTUP_STORE_URL", url)
-    out = subprocess.run(
-        [sys.executable, "-c", FIRST_COMPLETION, str(main), due.isoformat()],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    answer = json.loads(out.stdout.strip().splitlines()[-1])
-    assert answer["status"] == 200, out.stderr[-2000:]
+    answer = first_completion(due)
+    assert answer["status"] == 200
     assert answer["type"] == "todo.occurrence.requested"
-    assert answer["engine"] == ["nextup.recurrence.errors", "nextup.recurrence.mode"]
+    engine = [m for m in answer["modules"] if m.startswith("nextup.recurrence.")]
+    assert engine == ["nextup.recurrence.errors", "nextup.recurrence.mode"]

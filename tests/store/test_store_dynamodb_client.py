@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
 from store_helpers import T0, fresh_table, task
 
+from harness import first_completion
 from nextup.store import CommitConflict, StoreError, StoreNotReady, open_store
 from nextup.store.dynamodb import CLIENT_SETTING, DynamoBackend, make_client, store_error
 from nextup.store.dynamodb_json import (
@@ -33,8 +32,6 @@ from nextup.store.dynamodb_json import (
 )
 from nextup.store.items import Item, Write
 from nextup.store.sigv4 import Credentials, sign
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # -- the signature -----------------------------------------------------------------------
 
@@ -336,27 +333,6 @@ def test_no_region_off_loopback_says_so(aws_env: pytest.MonkeyPatch) -> None:
             make_client()
 
 
-FIRST_COMPLETION = """
-import asyncio, json, sys
-import httpx
-from functions_framework import create_app
-
-app = create_app(target="handle", source=sys.argv[1])
-headers = {"ce-specversion": "1.0", "ce-id": "done-1", "ce-source": "/tests",
-           "ce-type": "todo.task.completed", "content-type": "application/json"}
-body = json.dumps({"user_id": "u", "task_id": "t1", "completed_at": sys.argv[2]})
-
-async def first():
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
-        return await client.post("/", headers=headers, content=body)
-
-answer = asyncio.run(first())
-print(json.dumps({"status": answer.status_code, "type": answer.headers.get("ce-type"),
-                  "aws": sorted(m for m in ("boto3", "botocore") if m in sys.modules)}))
-"""
-
-
 @pytest.mark.parametrize("profile", [False, True], ids=["static-credentials", "profile"])
 def test_a_function_on_static_credentials_never_imports_boto3(
     dynamodb_endpoint: str, aws_env: pytest.MonkeyPatch, tmp_path: Path, profile: bool
@@ -379,14 +355,10 @@ def test_a_function_on_static_credentials_never_imports_boto3(
         aws_env.setenv("AWS_ACCESS_KEY_ID", "testing")
         aws_env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         aws_env.setenv("AWS_REGION", "us-east-1")
-    main = ROOT / "functions" / "complete-task" / "main.py"
-    out = subprocess.run(
-        [sys.executable, "-c", FIRST_COMPLETION, str(main), T0.isoformat()],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    answer = json.loads(out.stdout.strip().splitlines()[-1])
-    assert answer["status"] == 202, out.stderr[-2000:]  # completed, nothing to emit
-    assert answer["aws"] == (["boto3", "botocore"] if profile else [])
+    answer = first_completion(T0)
+    assert answer["status"] == 202  # completed, nothing to emit
+    aws = [m for m in ("boto3", "botocore") if m in answer["modules"]]
+    assert aws == (["boto3", "botocore"] if profile else [])
 
 
 class Recording(http.server.BaseHTTPRequestHandler):
