@@ -294,12 +294,7 @@ def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | N
     so the rule runs on its wall clock and a daily 09:00 task stays at 09:00 across DST
     changes.
     """
-    tz = request_zone(request)
-    completed_at = localize(request.completed_at, tz).astimezone(tz)
-    due_at = localize(request.due_at, tz).astimezone(tz) if request.due_at else completed_at
-    series_start = (
-        localize(request.series_start, tz).astimezone(tz) if request.series_start else due_at
-    )
+    tz, series_start, due_at, completed_at = _series_clock(request)
     spec = request.recurrence
     nxt = _following(spec, tz, series_start, due_at, completed_at, request.occurrence)
     if nxt is None:
@@ -319,6 +314,18 @@ def next_occurrence(request: OccurrenceRequested, *, event_key: str) -> Task | N
         occurrence=request.occurrence + 1,
         created_by=event_key,
     )
+
+
+def _series_clock(request: OccurrenceRequested) -> tuple[tzinfo, datetime, datetime, datetime]:
+    """(zone, series start, due, completed) of the occurrence done, each moved into the
+    series' zone (a time without an offset is read there)."""
+    tz = request_zone(request)
+    completed_at = localize(request.completed_at, tz).astimezone(tz)
+    due_at = localize(request.due_at, tz).astimezone(tz) if request.due_at else completed_at
+    series_start = (
+        localize(request.series_start, tz).astimezone(tz) if request.series_start else due_at
+    )
+    return tz, series_start, due_at, completed_at
 
 
 def _following(
@@ -358,12 +365,8 @@ def upcoming(task: Task, *, count: int = UPCOMING) -> list[datetime]:
     request = occurrence_request(done) if task.due_at is not None else None
     if request is None:
         return []
-    assert request.due_at is not None and request.recurrence is not None
-    tz = request_zone(request)
-    due_at = localize(request.due_at, tz).astimezone(tz)
-    series_start = (
-        localize(request.series_start, tz).astimezone(tz) if request.series_start else due_at
-    )
+    assert request.recurrence is not None
+    tz, series_start, due_at, _ = _series_clock(request)  # completed when it was due
     found: list[datetime] = []
     index = request.occurrence
     while len(found) < count:

@@ -215,42 +215,40 @@ class SqliteBackend:
         with self._errors():
             return self._put(self._conn(), item, expect_version)
 
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction: the write lock is taken first, so conditions
+        checked inside it still hold when it commits. Committed when the body returns,
+        rolled back when it raises."""
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
     def commit(self, writes: Sequence[Write]) -> None:
-        """One `BEGIN IMMEDIATE` transaction: the write lock is taken first, so the
-        conditions checked inside it still hold when it commits."""
+        """All the writes in one transaction, or none if any condition does not hold."""
         if len(writes) == 1:  # a single statement is its own transaction
             if not self.put(writes[0].item, expect_version=writes[0].expect_version):
                 raise CommitConflict((0,))
             return
-        with self._errors():
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                failed = tuple(
-                    i for i, w in enumerate(writes) if not self._put(conn, w.item, w.expect_version)
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._immediate() as conn:
+            failed = tuple(
+                i for i, w in enumerate(writes) if not self._put(conn, w.item, w.expect_version)
+            )
             if failed:
-                conn.execute("ROLLBACK")
-                raise CommitConflict(failed)
-            conn.execute("COMMIT")
+                raise CommitConflict(failed)  # rolls the transaction back
 
     def put_many(self, writes: Sequence[Write]) -> list[bool]:
-        """One `BEGIN IMMEDIATE` transaction that keeps every write whose condition holds."""
+        """One transaction that keeps every write whose condition holds."""
         if len(writes) <= 1:
             return [self.put(w.item, expect_version=w.expect_version) for w in writes]
-        with self._errors():
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                written = [self._put(conn, w.item, w.expect_version) for w in writes]
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        return written
+        with self._immediate() as conn:
+            return [self._put(conn, w.item, w.expect_version) for w in writes]
 
     @staticmethod
     def _put(conn: sqlite3.Connection, item: Item, expect_version: int | None) -> bool:
